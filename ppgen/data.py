@@ -1,0 +1,116 @@
+"""Turning user data (tensor, numpy, pandas, list, dict) into checked tensors.
+
+Every entry point funnels data through :func:`as_tensor` or :func:`as_kwargs`, so
+NaN, inf and shape problems surface as a :class:`ppgen.errors.DataError` that
+names the argument, never as a deep torch traceback or a silent wrong answer.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+
+def _to_numpy_or_tensor(value, name):
+    if isinstance(value, torch.Tensor):
+        return value
+    if hasattr(value, "to_numpy") and callable(value.to_numpy):  # pandas
+        value = value.to_numpy()
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name}: cannot be read as an array ({exc})") from None
+    if array.dtype == object:
+        raise DataError(
+            f"{name}: holds non-numeric or ragged values; give a numeric array"
+        )
+    if array.dtype.kind in "US":
+        raise DataError(f"{name}: holds strings; give numbers")
+    return array
+
+
+def as_tensor(value, name="data", *, dtype=None, device=None, ndim=None, dim=None):
+    """Return ``value`` as a finite tensor, or raise a :class:`DataError`.
+
+    Parameters
+    ----------
+    value : tensor, array-like, pandas DataFrame or Series
+    name : str
+        The argument name used in error messages.
+    dtype : torch.dtype, optional
+        Floating data are cast to it; integer and boolean data keep their type.
+    device : torch.device or str, optional
+    ndim : int, optional
+        Required number of dimensions. A 1-D array given where ``ndim=2`` is
+        expected is read as one column.
+    dim : int, optional
+        Required size of the last dimension (the number of features).
+    """
+    value = _to_numpy_or_tensor(value, name)
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" or dtype is not None and value.dtype.kind in "iub" and dtype.is_floating_point:
+            tensor = torch.as_tensor(value, dtype=dtype or torch.get_default_dtype())
+        else:
+            tensor = torch.as_tensor(value)
+    else:
+        tensor = value
+        if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+            tensor = tensor.to(dtype)
+    if device is not None:
+        tensor = tensor.to(device)
+    if tensor.is_floating_point() or tensor.is_complex():
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero()[0].tolist()
+            kind = "NaN" if bool(torch.isnan(tensor).any()) else "inf"
+            raise DataError(
+                f"{name}: contains {kind} values (first at index {tuple(bad)}); "
+                "remove or impute them before fitting"
+            )
+    if ndim is not None:
+        if ndim == 2 and tensor.dim() == 1 and dim in (None, 1):
+            tensor = tensor.unsqueeze(-1)
+        if tensor.dim() != ndim:
+            raise DataError(
+                f"{name}: expected {ndim} dimensions, got shape {tuple(tensor.shape)}"
+            )
+    if dim is not None and (tensor.dim() == 0 or tensor.shape[-1] != dim):
+        raise DataError(
+            f"{name}: expected {dim} features in the last dimension, "
+            f"got shape {tuple(tensor.shape)}"
+        )
+    if tensor.dim() > 0 and tensor.shape[0] == 0:
+        raise DataError(f"{name}: is empty")
+    return tensor
+
+
+def as_kwargs(data, *, dtype=None, device=None):
+    """Check a plain Pyro program's keyword arguments.
+
+    Array-like values become checked tensors; ``None``, strings, Python
+    scalars and anything else pass through unchanged.
+    """
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DataError(
+            "data: a plain Pyro program takes its data as a dict of keyword "
+            f"arguments, got {type(data).__name__}"
+        )
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, (torch.Tensor, np.ndarray, list, tuple)) or hasattr(
+            value, "to_numpy"
+        ):
+            out[key] = as_tensor(value, f"data[{key!r}]", dtype=dtype, device=device)
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not np.isfinite(value):
+                raise DataError(f"data[{key!r}]: is {value}; give a finite number")
+            out[key] = value
+        else:
+            out[key] = value
+    return out

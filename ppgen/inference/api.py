@@ -1,0 +1,180 @@
+"""``ppgen.fit``: one entry point for every model and every method."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+
+import pyro
+import torch
+
+from ..data import as_kwargs
+from ..errors import DataError, MethodError
+from ..model import GenerativeModel
+from .exact import run_exact
+from .mcmc import run_mcmc
+from .methods import MAP, SVI, as_method
+from .program import Program
+from .result import Fit
+from .svi import guide_draws, run_svi
+
+log = logging.getLogger("ppgen")
+
+#: torch threads used while fitting when ``threads`` is not given: small Pyro
+#: models are dominated by per-op overhead, where extra threads only add
+#: synchronisation (see benchmarks/RESULTS.md, "threads").
+DEFAULT_THREADS = 1
+
+
+@contextlib.contextmanager
+def _threads(count):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def fit(model, data=None, method=None, *, guide=None, device=None, dtype=None, seed=0,
+        progress=True, threads=None):
+    """Fit ``model`` to ``data`` with ``method`` and return a :class:`Fit`.
+
+    Parameters
+    ----------
+    model : GenerativeModel or callable
+        A ppgen model, or any Pyro program (a function whose keyword arguments
+        are given by ``data``).
+    data : array-like, DataFrame, tensor, or dict
+        The observations; for a plain program, a dict of its keyword arguments.
+    method : SVI, MAP, NUTS, HMC, Exact, or one of their names; default ``SVI()``.
+    guide : callable, optional
+        A hand-written guide (plain programs, or to replace a model's own).
+    device, dtype : where and in what precision to fit (the model is moved).
+    seed : int
+        The same seed gives the same result on the same device.
+    progress : bool
+        Show progress bars.
+    threads : int, optional
+        Torch CPU threads while fitting (default :data:`DEFAULT_THREADS`).
+    """
+    method = as_method(method if method is not None else SVI())
+    if not isinstance(seed, int):
+        raise MethodError(f"seed must be an integer, got {seed!r}")
+    pyro.set_rng_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    with _threads(threads or DEFAULT_THREADS):
+        program, validation = _program(model, data, method, guide, device, dtype, generator)
+        return _run(program, method, validation, seed, progress, generator)
+
+
+def _program(model, data, method, guide, device, dtype, generator):
+    validation = None
+    if isinstance(model, GenerativeModel):
+        if not model.supports(method.name):
+            raise MethodError(f"{type(model).__name__} does not support {type(method).__name__}; "
+                              f"it supports {', '.join(model.methods)}")
+        if data is None:
+            raise DataError("data: required to fit a GenerativeModel")
+        if device is not None:
+            model.to(device)
+        if dtype is not None:
+            model.to(dtype)
+        data = model.check_data(data)
+        val = getattr(method, "validation", None)
+        if isinstance(val, float):
+            perm = torch.randperm(data.shape[0], generator=generator).to(data.device)
+            n_val = max(1, int(round(val * data.shape[0])))
+            data, val = data[perm[n_val:]], data[perm[:n_val]]
+        if val is not None:
+            validation = {"data": model.check_data(val, "validation")}
+        if not model.point.as_dict():
+            model.initialize(data, generator)
+        return Program.build(model.model, {"data": data}, guide=guide or model.guide,
+                             generative=model, at=model.point.as_dict()), validation
+    if not callable(model):
+        raise TypeError(f"model must be a ppgen GenerativeModel or a Pyro program, got {type(model).__name__}")
+    pyro.clear_param_store()
+    kwargs = as_kwargs(data, dtype=dtype, device=device)
+    val = getattr(method, "validation", None)
+    if isinstance(val, float):
+        raise MethodError("SVI(validation=<fraction>) needs a GenerativeModel; for a plain "
+                          "program pass validation=<dict of keyword arguments>")
+    if val is not None:
+        validation = as_kwargs(val, dtype=dtype, device=device)
+    return Program.build(model, kwargs, guide=guide), validation
+
+
+def _fingerprint(program, method):
+    generative = program.generative
+    described = {
+        "model": type(generative).__name__ if generative is not None else getattr(program.model, "__qualname__", "program"),
+        "config": generative.get_config() if generative is not None else None,
+        "method": {k: v for k, v in method.config().items() if k not in ("num_steps", "checkpoint", "resume")},
+        "data": {k: list(v.shape) for k, v in program.kwargs.items() if isinstance(v, torch.Tensor)},
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _init_values(program):
+    generative = program.generative
+    if generative is None or not generative.point.as_dict():
+        return None
+    return {k: v for k, v in generative.point_params().items() if k in program.latent}
+
+
+def _run(program, method, validation, seed, progress, generator):
+    generative = program.generative
+    init_values = _init_values(program)
+    common = dict(program=program, method=method, seed=seed)
+    if isinstance(method, MAP) and method.solver != "gradient" and hasattr(generative, "fit_map"):
+        result = generative.fit_map(program.kwargs["data"], max_iter=method.max_iter,
+                                    tol=method.tol, n_init=method.n_init, generator=generator)
+        params = generative.point_params()
+        posterior = {k: v.detach().clone()[None, None] for k, v in params.items()}
+        return Fit(posterior=posterior, params=params, losses=result["loss"], **common)
+    if isinstance(method, MAP) and method.solver == "em":
+        raise MethodError(f"MAP(solver='em'): {type(generative).__name__ if generative else 'a plain program'} "
+                          "has no EM solver; use solver='gradient'")
+    if isinstance(method, SVI):
+        out = run_svi(program, method, seed=seed, progress=progress,
+                      fingerprint=_fingerprint(program, method),
+                      validation_kwargs=validation, init_values=init_values)
+        draws = guide_draws(program, out["guide"], method.num_posterior_samples)
+        params = _guide_point(out["guide"], program, draws, isinstance(method, MAP))
+        _write_back(generative, params)
+        return Fit(posterior={k: v.unsqueeze(0) for k, v in draws.items()}, params=params,
+                   losses=out["losses"], val_losses=out["val_losses"], guide=out["guide"],
+                   timings={"fit": out["seconds"]}, **common)
+    if method.name in ("nuts", "hmc"):
+        posterior, stats, seconds = run_mcmc(program, method, seed=seed, progress=progress,
+                                             init_values=init_values)
+        params = {k: v.reshape((-1,) + v.shape[2:]).mean(0) for k, v in posterior.items()}
+        _write_back(generative, params)
+        return Fit(posterior=posterior, params=params, sample_stats=stats,
+                   timings={"sampling": seconds}, **common)
+    fixed = method.params
+    if isinstance(fixed, Fit):
+        fixed = fixed.params
+    if fixed is None and generative is not None and not hasattr(generative, "exact_posterior"):
+        fixed = init_values
+    out = run_exact(program, method, params=fixed)
+    return Fit(posterior=out["posterior"], params=dict(fixed or {}),
+               log_evidence=out["log_evidence"], marginals=out["marginals"],
+               map_assignment=out["map_assignment"], timings={"exact": out["seconds"]}, **common)
+
+
+def _guide_point(guide, program, draws, is_map):
+    if is_map or not hasattr(guide, "median"):
+        return {k: v[0] if is_map else v.mean(0) for k, v in draws.items()}
+    with torch.no_grad():
+        median = guide.median(**program.kwargs)
+    return {k: v.detach() for k, v in median.items() if k in draws}
+
+
+def _write_back(generative, params):
+    if generative is not None:
+        sites = set(generative.global_sites())
+        generative.set_params({k: v for k, v in params.items() if k in sites})

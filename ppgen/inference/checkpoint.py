@@ -1,0 +1,58 @@
+"""Atomic, safe files: checkpoints and saved fits.
+
+Everything is written with ``torch.save`` to a temporary file in the target's
+folder, flushed, fsynced and renamed over the target, so a crash or Ctrl-C
+leaves either the old file or the new one, never a torn one. Files are read
+with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and
+dicts only, never arbitrary pickled objects.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+
+import torch
+
+from ..errors import CheckpointError
+
+FORMAT = "ppgen"
+
+
+def atomic_save(obj, path):
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=".ppgen-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(obj, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def safe_load(path, kind):
+    """Load a ppgen file of the given ``kind`` ("fit" or "checkpoint")."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError,
+            OSError, ValueError, AttributeError, TypeError) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable ppgen {kind} file (corrupt, truncated, or not "
+            f"written by ppgen): {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a ppgen {kind} file (no ppgen header)")
+    if obj.get("kind") != kind:
+        raise CheckpointError(f"{path}: is a ppgen {obj.get('kind')!r} file, not a {kind}")
+    return obj

@@ -1,0 +1,205 @@
+"""Inference methods as small configuration objects.
+
+Each is a frozen dataclass: it only says *what* to run; the modules ``svi``,
+``mcmc`` and ``exact`` say *how*. ``name`` is what ``GenerativeModel.methods``
+lists and what the CLI accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+from ..errors import MethodError
+
+GUIDES = ("normal", "mvn", "delta", "flow")
+ELBOS = ("trace", "enum", "meanfield", "graph")
+
+
+def _check_positive_int(owner, **values):
+    for key, value in values.items():
+        if value is not None and not (isinstance(value, int) and value > 0):
+            raise MethodError(f"{owner}({key}=...) must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SVI:
+    """Stochastic variational inference on the ELBO.
+
+    Parameters
+    ----------
+    num_steps : int
+        Optimisation steps.
+    guide : {"normal", "mvn", "delta", "flow"} or callable
+        The autoguide when the model has no natural guide (AutoNormal,
+        AutoMultivariateNormal, AutoDelta, AutoIAFNormal), or a guide program.
+    lr, lr_decay : float
+        Adam's learning rate, decayed geometrically to ``lr * lr_decay`` at the end.
+    clip_norm : float, optional
+        Clip the gradient's global norm.
+    elbo : {"trace", "enum", "meanfield", "graph"}, optional
+        Default: ``"enum"`` (TraceEnum_ELBO) when the model has enumerated
+        discrete sites, else ``"trace"``.
+    num_particles : int
+        Samples per ELBO estimate (vectorised).
+    batch_size : int, optional
+        Minibatch size, drawn by the model's data plate (``subsample_size``).
+    validation : float or data, optional
+        Held-out data for early stopping: a fraction of the data (for
+        ``GenerativeModel``) or data in the same form as the training data.
+    patience, eval_every : int
+        Stop after ``patience`` evaluations (every ``eval_every`` steps) without
+        a lower held-out loss; the best parameters are kept.
+    checkpoint : str, optional
+        File written atomically every ``checkpoint_every`` steps and on Ctrl-C;
+        a later run with the same settings resumes from it (``resume=True``).
+    num_posterior_samples : int
+        Draws from the fitted guide kept as the posterior.
+    """
+
+    num_steps: int = 1000
+    guide: Union[str, Callable] = "normal"
+    lr: float = 0.01
+    lr_decay: float = 1.0
+    clip_norm: Optional[float] = None
+    elbo: Optional[str] = None
+    num_particles: int = 1
+    batch_size: Optional[int] = None
+    validation: Any = None
+    patience: int = 10
+    eval_every: int = 50
+    checkpoint: Optional[str] = None
+    checkpoint_every: int = 100
+    resume: bool = True
+    num_posterior_samples: int = 1000
+    name = "svi"
+
+    def __post_init__(self):
+        owner = type(self).__name__
+        _check_positive_int(owner, num_steps=self.num_steps, num_particles=self.num_particles,
+                            batch_size=self.batch_size, patience=self.patience,
+                            eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
+                            num_posterior_samples=self.num_posterior_samples)
+        if not callable(self.guide) and self.guide not in GUIDES:
+            raise MethodError(f"{owner}(guide={self.guide!r}): choose one of {GUIDES} or a callable")
+        if self.elbo is not None and self.elbo not in ELBOS:
+            raise MethodError(f"{owner}(elbo={self.elbo!r}): choose one of {ELBOS}")
+        if not (self.lr > 0):
+            raise MethodError(f"{owner}(lr={self.lr!r}) must be positive")
+        if not (0 < self.lr_decay <= 1):
+            raise MethodError(f"{owner}(lr_decay={self.lr_decay!r}) must be in (0, 1]")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise MethodError(f"{owner}(clip_norm={self.clip_norm!r}) must be positive")
+        if isinstance(self.validation, float) and not 0 < self.validation < 1:
+            raise MethodError(f"{owner}(validation={self.validation!r}) as a fraction must be in (0, 1)")
+
+    def config(self):
+        """JSON-able settings (callables by name), for saving with a fit."""
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if callable(value):
+                value = getattr(value, "__name__", type(value).__name__)
+            elif not isinstance(value, (int, float, str, bool, type(None))):
+                value = type(value).__name__
+            out[field.name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class MAP(SVI):
+    """Maximum a posteriori estimation.
+
+    ``solver="auto"`` uses the model's closed-form or EM solver (``fit_map``)
+    when it has one, else gradient ascent with a delta guide (``"gradient"``).
+    ``max_iter``, ``tol`` and ``n_init`` (restarts) go to the EM solver.
+    """
+
+    guide: Union[str, Callable] = "delta"
+    num_posterior_samples: int = 1
+    solver: str = "auto"
+    max_iter: int = 1000
+    tol: float = 1e-10
+    n_init: int = 1
+    name = "map"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.solver not in ("auto", "em", "gradient"):
+            raise MethodError(f"MAP(solver={self.solver!r}): choose 'auto', 'em' or 'gradient'")
+        if self.guide != "delta":
+            raise MethodError("MAP(guide=...) is always 'delta'; use SVI for other guides")
+        _check_positive_int("MAP", max_iter=self.max_iter, n_init=self.n_init)
+
+
+@dataclass(frozen=True)
+class NUTS:
+    """The No-U-Turn sampler (Pyro's), discrete latents summed out.
+
+    ``chains`` run one after another in this process with seeds ``seed + c``;
+    every chain starts from the model's point parameters when it has them.
+    """
+
+    num_samples: int = 1000
+    warmup: int = 1000
+    chains: int = 2
+    target_accept: float = 0.8
+    max_tree_depth: int = 10
+    dense_mass: bool = False
+    jit_compile: bool = False
+    name = "nuts"
+
+    def __post_init__(self):
+        owner = type(self).__name__
+        _check_positive_int(owner, num_samples=self.num_samples, chains=self.chains)
+        if not (isinstance(self.warmup, int) and self.warmup >= 0):
+            raise MethodError(f"{owner}(warmup={self.warmup!r}) must be a non-negative integer")
+        if not 0 < self.target_accept < 1:
+            raise MethodError(f"{owner}(target_accept={self.target_accept!r}) must be in (0, 1)")
+
+    config = SVI.config
+
+
+@dataclass(frozen=True)
+class HMC(NUTS):
+    """Hamiltonian Monte Carlo with a fixed trajectory length."""
+
+    step_size: float = 0.1
+    num_steps: int = 10
+    name = "hmc"
+
+
+@dataclass(frozen=True)
+class Exact:
+    """Exact inference: enumeration of discrete latents, or a conjugate closed form.
+
+    Continuous global sites are fixed at ``params`` (a dict of site values, or a
+    ``Fit`` whose point estimate is used); for a ``GenerativeModel`` the default
+    is its point parameters. ``num_samples`` exact posterior draws are kept.
+    """
+
+    params: Any = None
+    num_samples: int = 1000
+    name = "exact"
+
+    def __post_init__(self):
+        _check_positive_int("Exact", num_samples=self.num_samples)
+
+    config = SVI.config
+
+
+METHODS = {cls.name: cls for cls in (SVI, MAP, NUTS, HMC, Exact)}
+
+
+def as_method(method):
+    """A method object from an instance or a name such as ``"nuts"``."""
+    if isinstance(method, str):
+        if method.lower() not in METHODS:
+            raise MethodError(f"method={method!r}: choose one of {sorted(METHODS)}")
+        return METHODS[method.lower()]()
+    if not isinstance(method, tuple(METHODS.values())):
+        raise MethodError(
+            f"method={method!r}: give one of ppgen.inference.{', '.join(c.__name__ for c in METHODS.values())}"
+        )
+    return method

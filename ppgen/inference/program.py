@@ -1,0 +1,125 @@
+"""What is being fit: a ``GenerativeModel`` or a plain Pyro program, made uniform.
+
+A :class:`Program` holds the model callable, its keyword arguments (the data),
+an optional guide, and what one trace of the model tells: the latent sites
+(continuous and discrete), the observed sites, and the plate nesting depth that
+enumeration needs. The inference modules only ever see a ``Program``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import config_enumerate
+
+from ..errors import MethodError, ModelError
+from ..model import GenerativeModel
+
+
+@dataclass
+class SiteInfo:
+    name: str
+    shape: tuple
+    discrete: bool
+    enumerated: bool
+    support: object
+
+
+@dataclass
+class Program:
+    model: object
+    kwargs: dict
+    guide: object = None
+    generative: GenerativeModel = None
+    latent: dict = field(default_factory=dict)
+    observed: dict = field(default_factory=dict)
+    max_plate_nesting: int = 0
+
+    @classmethod
+    def build(cls, model, kwargs, guide=None, generative=None, at=None):
+        program = cls(model=model, kwargs=kwargs, guide=guide, generative=generative)
+        program.analyse(at)
+        return program
+
+    def analyse(self, at=None):
+        """Trace the model once (at the site values ``at``, if given, rather than
+        at prior draws, which can be degenerate for vague priors)."""
+        model = poutine.condition(self.model, data=at) if at else self.model
+        try:
+            with pyro.poutine.block(), torch.no_grad():
+                trace = poutine.trace(model).get_trace(**self.kwargs)
+        except (TypeError, ValueError, RuntimeError, IndexError, KeyError) as exc:
+            raise ModelError(f"running the model with the given data failed: {type(exc).__name__}: {exc}") from exc
+        nesting = 0
+        for site in trace.nodes.values():
+            if site["type"] != "sample":
+                continue
+            for frame in site["cond_indep_stack"]:
+                if frame.vectorized and frame.dim is not None:
+                    nesting = max(nesting, -frame.dim)
+            if getattr(site["fn"], "__class__", None).__name__ == "_Subsample":
+                continue
+            support = site["fn"].support
+            discrete = bool(getattr(support, "is_discrete", False))
+            info = SiteInfo(site["name"], tuple(site["value"].shape), discrete,
+                            site["infer"].get("enumerate") == "parallel", support)
+            if site["is_observed"] and not (at and site["name"] in at):
+                self.observed[site["name"]] = info
+            else:
+                self.latent[site["name"]] = info
+        self.max_plate_nesting = nesting
+
+    # ------------------------------------------------------------ site groups
+    @property
+    def discrete_sites(self):
+        return [s for s in self.latent.values() if s.discrete]
+
+    @property
+    def continuous_sites(self):
+        return [s for s in self.latent.values() if not s.discrete]
+
+    @property
+    def has_enumeration(self):
+        return any(s.discrete for s in self.latent.values())
+
+    def enumerated_model(self):
+        """The model with every discrete latent marked for parallel enumeration.
+
+        Sites a hand-written guide samples are left to the guide.
+        """
+        guided = self._guide_sites()
+        for site in self.discrete_sites:
+            if site.name not in guided and not getattr(site.support, "has_enumerate_support", True):
+                raise MethodError(
+                    f"discrete site {site.name!r} has no finite support to enumerate "
+                    f"({site.support}); give it a guide or a finite distribution"
+                )
+
+        def enumerate_site(msg):
+            if msg["name"] in guided or msg["is_observed"]:
+                return {}
+            return {"enumerate": "parallel"} if msg["fn"].has_enumerate_support else {}
+
+        return config_enumerate(self.model, default="parallel") if not guided else \
+            poutine.infer_config(self.model, enumerate_site)
+
+    def _guide_sites(self):
+        if self.guide is None:
+            return set()
+        with pyro.poutine.block(), torch.no_grad():
+            trace = poutine.trace(self.guide).get_trace(**self.kwargs)
+        return {n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
+
+    def accepts(self, keyword):
+        try:
+            parameters = inspect.signature(self.model).parameters
+        except (TypeError, ValueError):
+            return False
+        return keyword in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+
+    def with_kwargs(self, **extra):
+        return {**self.kwargs, **extra}

@@ -1,0 +1,273 @@
+"""The ``Fit``: what ``ppgen.fit`` returns, and how it is saved and loaded.
+
+A fit holds its posterior as draws (tensors shaped ``(chains, draws, ...)``;
+SVI and MAP fits have one chain of draws from the fitted guide), so everything
+downstream (ArviZ, predictive sampling, ``log_prob``) works the same for every
+method. ``save`` writes tensors and JSON only; ``load`` reads them back with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pyro.poutine as poutine
+import torch
+
+from ..errors import CheckpointError, DataError
+from ..model import GenerativeModel
+from .checkpoint import FORMAT, atomic_save, safe_load
+from .likelihood import pointwise_log_likelihood
+from .methods import GUIDES, METHODS
+from .program import Program
+
+VERSION = 1
+
+
+class Fit:
+    """The result of :func:`ppgen.fit`.
+
+    Attributes
+    ----------
+    model : GenerativeModel or callable
+    method : the method object that produced it
+    posterior : dict of tensors ``(chains, draws, *site_shape)``
+    params : dict, the point estimate of the global sites
+    losses, val_losses : training losses in nats (SVI/MAP), held-out losses
+    sample_stats : dict of ``(chains, draws)`` tensors (MCMC)
+    timings : dict of seconds
+    log_evidence : float (Exact), nats
+    marginals, map_assignment : dict (Exact)
+    """
+
+    def __init__(self, *, program, method, posterior, params=None, losses=(), val_losses=(),
+                 sample_stats=None, timings=None, log_evidence=None, marginals=None,
+                 map_assignment=None, guide=None, seed=0):
+        self.program, self.method, self.posterior = program, method, posterior
+        self.params = params or {}
+        self.losses, self.val_losses = list(losses), list(val_losses)
+        self.sample_stats = sample_stats or {}
+        self.timings = timings or {}
+        self.log_evidence = log_evidence
+        self.marginals = marginals or {}
+        self.map_assignment = map_assignment or {}
+        self.guide, self.seed = guide, seed
+        self._log_likelihood = None
+
+    @property
+    def model(self):
+        return self.program.generative or self.program.model
+
+    @property
+    def data(self):
+        kwargs = self.program.kwargs
+        return kwargs["data"] if self.program.generative is not None else kwargs
+
+    @property
+    def num_chains(self):
+        return next(iter(self.posterior.values())).shape[0] if self.posterior else 0
+
+    @property
+    def num_draws(self):
+        return next(iter(self.posterior.values())).shape[1] if self.posterior else 0
+
+    def __repr__(self):
+        name = type(self.model).__name__ if self.program.generative is not None else \
+            getattr(self.model, "__name__", "program")
+        return (f"Fit({name}, method={type(self.method).__name__}, "
+                f"chains={self.num_chains}, draws={self.num_draws})")
+
+    def flat_posterior(self):
+        """Draws with chains and draws merged into one leading dimension."""
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.posterior.items()}
+
+    # ------------------------------------------------------------ likelihood
+    def log_likelihood(self):
+        """Pointwise log-likelihood ``{site: (chains, draws, *batch)}``, nats."""
+        if self._log_likelihood is None:
+            flat = self.flat_posterior()
+            values = pointwise_log_likelihood(self.program, flat)
+            self._log_likelihood = {k: v.reshape((self.num_chains, self.num_draws) + v.shape[1:])
+                                    for k, v in values.items()}
+        return self._log_likelihood
+
+    def log_prob(self, x, chunk=256):
+        """Posterior-predictive log density of new data, per datum, in nats:
+        :math:`\\log \\frac1S \\sum_s p(x_i \\mid \\theta_s)`.
+
+        ``x`` is data like the training data (a dict of keyword arguments for a
+        plain program; then a dict of per-site tensors is returned).
+        """
+        flat = self.flat_posterior()
+        total = self.num_chains * self.num_draws
+        if self.program.generative is not None:
+            model = self.program.generative
+            x = model.check_data(x, "x")
+            program = Program(model=model.model, kwargs={"data": x}, generative=model)
+            parts = []
+            for start in range(0, total, chunk):
+                part = {k: v[start:start + chunk] for k, v in flat.items()}
+                parts.append(pointwise_log_likelihood(program, part)[model.observed_site])
+            return torch.cat(parts).logsumexp(0) - math.log(total)
+        from ..data import as_kwargs
+        program = Program.build(self.program.model, as_kwargs(x))
+        values = pointwise_log_likelihood(program, flat)
+        return {k: v.logsumexp(0) - math.log(total) for k, v in values.items()}
+
+    # ------------------------------------------------------------ prediction
+    def _draw_indices(self, n, generator):
+        total = self.num_chains * self.num_draws
+        return torch.randint(total, (n,), generator=generator)
+
+    def sample(self, n, seed=None):
+        """``n`` posterior-predictive draws of new data.
+
+        For a ``GenerativeModel``: ``n`` new points, each from a random posterior
+        draw. For a plain program: ``{observed site: (n, *shape)}``, ``n``
+        replicates of the observed data set.
+        """
+        if not (isinstance(n, int) and n > 0):
+            raise DataError(f"n must be a positive integer, got {n!r}")
+        generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        flat = self.flat_posterior()
+        idx = self._draw_indices(n, generator)
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+        model = self.program.generative
+        if model is not None:
+            counts = torch.bincount(idx, minlength=self.num_chains * self.num_draws)
+            chunks = []
+            for draw in counts.nonzero().flatten().tolist():
+                params = {k: v[draw] for k, v in flat.items() if k in model.global_sites()}
+                chunks.append(model.sample(int(counts[draw]), params=params))
+            out = torch.cat(chunks)
+            return out[torch.randperm(n, generator=generator).to(out.device)]
+        return self._replicate(idx)
+
+    def _replicate(self, idx):
+        flat = self.flat_posterior()
+        names = [s.name for s in self.program.continuous_sites if s.name in flat]
+        program = self.program
+        model = poutine.uncondition(program.model)
+        out = {n: [] for n in program.observed}
+        with torch.no_grad(), poutine.block():
+            for i in idx.tolist():
+                conditioned = poutine.condition(model, data={k: flat[k][i] for k in names})
+                trace = poutine.trace(conditioned).get_trace(**program.kwargs)
+                for name in out:
+                    out[name].append(trace.nodes[name]["value"])
+        return {k: torch.stack(v) for k, v in out.items()}
+
+    def posterior_predictive(self, max_draws=None):
+        """One replicate of the observed data per posterior draw:
+        ``{observed site: (chains, draws, *shape)}``."""
+        total = self.num_chains * self.num_draws
+        idx = torch.arange(total)
+        model = self.program.generative
+        if model is not None:
+            flat = self.flat_posterior()
+            n = self.data.shape[0]
+            reps = []
+            with torch.no_grad():
+                for i in idx.tolist():
+                    params = {k: v[i] for k, v in flat.items() if k in model.global_sites()}
+                    reps.append(model.sample(n, params=params))
+            values = {model.observed_site: torch.stack(reps)}
+        else:
+            values = self._replicate(idx)
+        return {k: v.reshape((self.num_chains, self.num_draws) + v.shape[1:]) for k, v in values.items()}
+
+    # ------------------------------------------------------------ diagnostics
+    def to_arviz(self, **kwargs):
+        """ArviZ InferenceData; see :func:`ppgen.diagnostics.to_arviz`."""
+        from ..diagnostics import to_arviz
+        return to_arviz(self, **kwargs)
+
+    def summary(self, **kwargs):
+        """ArviZ's summary table of the posterior (a pandas DataFrame)."""
+        from ..diagnostics import summary
+        return summary(self, **kwargs)
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path):
+        """Write the fit to ``path`` atomically (tensors and JSON only)."""
+        generative = self.program.generative
+        meta = {
+            "version": VERSION, "method": self.method.name, "method_config": self.method.config(),
+            "model_class": type(generative).__name__ if generative is not None else None,
+            "model_config": generative.get_config() if generative is not None else None,
+            "program": None if generative is not None else getattr(self.program.model, "__name__", None),
+            "losses": self.losses, "val_losses": self.val_losses, "timings": self.timings,
+            "log_evidence": self.log_evidence, "seed": self.seed,
+            "data_extra": {k: v for k, v in self.program.kwargs.items()
+                           if not isinstance(v, torch.Tensor) and _jsonable(v)},
+        }
+        tensors = lambda d: {k: v.detach().cpu() for k, v in d.items() if isinstance(v, torch.Tensor)}  # noqa: E731
+        payload = {
+            "format": FORMAT, "kind": "fit", "meta": json.dumps(meta),
+            "model_state": tensors(generative.state_dict()) if generative is not None else {},
+            "posterior": tensors(self.posterior), "params": tensors(self.params),
+            "sample_stats": tensors(self.sample_stats), "marginals": tensors(self.marginals),
+            "map_assignment": tensors(self.map_assignment),
+            "data": tensors(self.program.kwargs),
+        }
+        atomic_save(payload, path)
+        return path
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _rebuild_method(name, config):
+    cls = METHODS[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kept = {k: v for k, v in config.items() if k in fields and k != "params"}
+    if "guide" in kept and kept["guide"] not in GUIDES:
+        del kept["guide"]  # a callable guide is stored by name only
+    if not isinstance(kept.get("validation"), (float, type(None))):
+        del kept["validation"]
+    return cls(**kept)
+
+
+def load(path, model=None):
+    """Restore a fit written by :meth:`Fit.save`.
+
+    ``model`` is needed for fits of plain Pyro programs (a function cannot be
+    stored safely); for ``GenerativeModel`` fits the model is rebuilt from its
+    registered class and configuration.
+    """
+    payload = safe_load(path, "fit")
+    try:
+        meta = json.loads(payload["meta"])
+        method = _rebuild_method(meta["method"], meta["method_config"])
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: damaged ppgen fit metadata ({exc})") from None
+    if meta["model_class"] is not None:
+        from ..models import registry
+        cls = registry.model_class(meta["model_class"])
+        generative = cls(**meta["model_config"])
+        state = payload["model_state"]
+        for key, value in state.items():
+            if key.startswith("point."):
+                generative.point.set(key[len("point."):], value)
+        generative.load_state_dict(state, strict=False)
+        program = Program(model=generative.model, kwargs={"data": payload["data"]["data"]},
+                          generative=generative)
+        program.analyse()
+    else:
+        if model is None or not callable(model):
+            raise CheckpointError(f"{path}: holds a fit of the plain Pyro program "
+                                  f"{meta['program']!r}; pass it as load(path, model=...)")
+        kwargs = {**meta["data_extra"], **payload["data"]}
+        program = Program.build(model, kwargs)
+    return Fit(program=program, method=method, posterior=payload["posterior"],
+               params=payload["params"], losses=meta["losses"], val_losses=meta["val_losses"],
+               sample_stats=payload["sample_stats"], timings=meta["timings"],
+               log_evidence=meta["log_evidence"], marginals=payload["marginals"],
+               map_assignment=payload["map_assignment"], seed=meta["seed"])

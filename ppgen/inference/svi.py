@@ -1,0 +1,230 @@
+"""Stochastic variational inference (and gradient MAP) for any Pyro program.
+
+Parameters are gathered from the model and guide modules (module-local, see
+DESIGN.md) and from Pyro's param store (``pyro.param`` in plain programs), and
+optimised with ``torch.optim.Adam`` on their unconstrained values. The loop
+saves atomic checkpoints (parameters, optimiser, RNG state, loss history) and
+resumes from them; Ctrl-C writes one before it stops.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer.autoguide import (AutoDelta, AutoIAFNormal, AutoMultivariateNormal,
+                                  AutoNormal, init_to_median, init_to_value)
+from tqdm.auto import tqdm
+
+from ..errors import CheckpointError, MethodError
+from .checkpoint import FORMAT, atomic_save, safe_load
+
+log = logging.getLogger("ppgen")
+
+AUTOGUIDES = {"normal": AutoNormal, "mvn": AutoMultivariateNormal, "delta": AutoDelta,
+              "flow": AutoIAFNormal}
+
+
+def build_guide(program, method, init_values=None):
+    """The guide: the user's, the model's own, or an autoguide over the latents."""
+    if program.guide is not None:
+        return program.guide
+    if callable(method.guide):
+        return method.guide
+    if not program.continuous_sites:
+        return lambda *args, **kwargs: None
+    init = init_to_median
+    if init_values:
+        init = init_to_value(values=init_values, fallback=init_to_median)
+    model = poutine.block(program.enumerated_model(),
+                          hide=[s.name for s in program.discrete_sites])
+    cls = AUTOGUIDES[method.guide]
+    if cls is AutoIAFNormal:
+        return cls(model, hidden_dim=[32, 32], num_transforms=2, init_loc_fn=init)
+    return cls(model, init_loc_fn=init)
+
+
+def choose_elbo(program, method):
+    name = method.elbo or ("enum" if program.has_enumeration else "trace")
+    kwargs = {"num_particles": method.num_particles,
+              "vectorize_particles": method.num_particles > 1}
+    if name == "enum":
+        return TraceEnum_ELBO(max_plate_nesting=program.max_plate_nesting, **kwargs)
+    if program.has_enumeration and program.guide is None and not callable(method.guide):
+        raise MethodError(f"SVI(elbo={name!r}) cannot sum out the discrete sites "
+                          f"{[s.name for s in program.discrete_sites]}; use elbo='enum'")
+    return {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO,
+            "graph": TraceGraph_ELBO}[name](max_plate_nesting=program.max_plate_nesting, **kwargs)
+
+
+class _Objective:
+    """The loss and the parameters it depends on, by stable name."""
+
+    def __init__(self, program, guide, elbo, kwargs):
+        self.model = program.enumerated_model()
+        self.modules = {"model": program.generative, "guide": guide}
+        self.guide, self.elbo, self.kwargs = guide, elbo, kwargs
+
+    def loss(self, kwargs=None):
+        with poutine.trace(param_only=True) as capture:
+            loss = self.elbo.differentiable_loss(self.model, self.guide, **(kwargs or self.kwargs))
+        self.store_params = {name: site["value"].unconstrained()
+                             for name, site in capture.trace.nodes.items()}
+        return loss
+
+    def params(self):
+        named = {}
+        for prefix, module in self.modules.items():
+            if isinstance(module, torch.nn.Module):
+                for name, param in module.named_parameters():
+                    named[f"{prefix}.{name}"] = param
+        for name, param in getattr(self, "store_params", {}).items():
+            named[f"param_store.{name}"] = param
+        unique, seen = {}, set()
+        for key, value in named.items():
+            if value.requires_grad and id(value) not in seen:
+                seen.add(id(value))
+                unique[key] = value
+        return unique
+
+
+def _rng_state():
+    return {"torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+
+
+def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=None,
+            init_values=None):
+    """Optimise; return the guide, loss histories and timing."""
+    guide = build_guide(program, method, init_values)
+    elbo = choose_elbo(program, method)
+    kwargs = program.kwargs
+    if method.batch_size is not None:
+        if not program.accepts("subsample_size"):
+            raise MethodError("SVI(batch_size=...) needs a model with a subsample_size "
+                              "argument; plain programs subsample in their own "
+                              "pyro.plate(..., subsample_size=...)")
+        kwargs = program.with_kwargs(subsample_size=method.batch_size)
+    objective = _Objective(program, guide, elbo, kwargs)
+    with torch.no_grad():
+        objective.loss()  # creates lazily built parameters (autoguides, pyro.param)
+    params = objective.params()
+    optimizer = torch.optim.Adam(list(params.values()), lr=method.lr)
+    gamma = method.lr_decay ** (1.0 / max(method.num_steps, 1))
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+    state = {"step": 0, "losses": [], "val_losses": [], "best_val": math.inf,
+             "best_params": None, "bad_evals": 0, "stopped_early": False}
+
+    def snapshot():
+        return {"format": FORMAT, "kind": "checkpoint", "fingerprint": fingerprint,
+                "params": {k: v.detach().clone() for k, v in params.items()},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(), "state": copy.deepcopy(state)}
+
+    if method.checkpoint and method.resume:
+        try:
+            saved = safe_load(method.checkpoint, "checkpoint")
+        except CheckpointError as exc:
+            if "no such file" not in str(exc):
+                raise
+            saved = None
+        if saved is not None:
+            if saved["fingerprint"] != fingerprint:
+                raise CheckpointError(
+                    f"{method.checkpoint}: written by a different run ({saved['fingerprint']}); "
+                    "delete it, choose another path, or pass resume=False")
+            with torch.no_grad():
+                for name, value in saved["params"].items():
+                    if name not in params:
+                        raise CheckpointError(f"{method.checkpoint}: unknown parameter {name!r}")
+                    params[name].copy_(value)
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            _set_rng_state(saved["rng"])
+            state = saved["state"]
+            log.info("resumed SVI from %s at step %d", method.checkpoint, state["step"])
+
+    start = time.perf_counter()
+    bar = tqdm(total=method.num_steps, initial=state["step"], disable=not progress,
+               desc=type(method).__name__, leave=False)
+    try:
+        while state["step"] < method.num_steps and not state["stopped_early"]:
+            optimizer.zero_grad()
+            loss = objective.loss()
+            if not torch.isfinite(loss):
+                raise MethodError(f"SVI: the loss became {float(loss)} at step {state['step']}; "
+                                  "lower lr, set clip_norm, or check the model")
+            loss.backward()
+            if method.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(list(params.values()), method.clip_norm)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            state["losses"].append(loss.item())
+            bar.update()
+            if validation_kwargs is not None and state["step"] % method.eval_every == 0:
+                _evaluate(objective, validation_kwargs, params, state, method)
+            if method.checkpoint and state["step"] % method.checkpoint_every == 0:
+                atomic_save(snapshot(), method.checkpoint)
+    except KeyboardInterrupt:
+        if method.checkpoint:
+            atomic_save(snapshot(), method.checkpoint)
+            log.warning("interrupted at step %d; checkpoint saved to %s", state["step"],
+                        method.checkpoint)
+        raise
+    finally:
+        bar.close()
+    if method.checkpoint:
+        atomic_save(snapshot(), method.checkpoint)
+    if state["best_params"] is not None:
+        with torch.no_grad():
+            for name, value in state["best_params"].items():
+                params[name].copy_(value)
+    return {"guide": guide, "losses": state["losses"], "val_losses": state["val_losses"],
+            "stopped_early": state["stopped_early"], "elbo": type(elbo).__name__,
+            "seconds": time.perf_counter() - start}
+
+
+def _evaluate(objective, validation_kwargs, params, state, method):
+    with torch.no_grad():
+        val = float(objective.loss(validation_kwargs))
+    state["val_losses"].append((state["step"], val))
+    if val < state["best_val"]:
+        state["best_val"], state["bad_evals"] = val, 0
+        state["best_params"] = {k: v.detach().clone() for k, v in params.items()}
+    else:
+        state["bad_evals"] += 1
+        if state["bad_evals"] >= method.patience:
+            state["stopped_early"] = True
+            log.info("early stop at step %d (best held-out loss %.4f)", state["step"],
+                     state["best_val"])
+
+
+def guide_draws(program, guide, num_samples):
+    """``num_samples`` joint draws of the continuous latent sites from the guide."""
+    names = [s.name for s in program.continuous_sites]
+    if not names:
+        return {}
+    draws = {name: [] for name in names}
+    with torch.no_grad(), poutine.block():
+        try:
+            with pyro.plate("_ppgen_draws", num_samples, dim=-(program.max_plate_nesting + 1)):
+                trace = poutine.trace(guide).get_trace(**program.kwargs)
+            return {n: trace.nodes[n]["value"].reshape((num_samples,) + program.latent[n].shape)
+                    for n in names}
+        except (RuntimeError, ValueError, KeyError, IndexError, NotImplementedError) as exc:
+            log.debug("vectorised guide draws failed (%s); drawing one at a time", exc)
+        for _ in range(num_samples):
+            trace = poutine.trace(guide).get_trace(**program.kwargs)
+            for n in names:
+                draws[n].append(trace.nodes[n]["value"].reshape(program.latent[n].shape))
+    return {n: torch.stack(v) for n, v in draws.items()}

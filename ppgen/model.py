@@ -1,0 +1,156 @@
+"""The protocol every ppgen model implements.
+
+A :class:`GenerativeModel` is a :class:`pyro.nn.PyroModule` with
+
+``model(data=None, *, n=None, subsample_size=None)``
+    the Pyro program for :math:`p(x, z)`. It observes ``data`` at the site named
+    :attr:`observed_site` inside a ``pyro.plate`` named :attr:`data_plate`, and
+    draws ``n`` new points when ``data`` is None. Discrete latents carry
+    ``infer={"enumerate": "parallel"}``. ``subsample_size`` turns the data plate
+    into a minibatch plate.
+``guide``
+    ``None`` when the family has no natural guide (the inference method builds
+    an autoguide), else a Pyro program for :math:`q(z \\mid x)`.
+``sample(n)``, ``log_prob(data)``
+    new data and per-datum :math:`\\log p(x)` at the model's current point
+    parameters; ``log_prob_kind`` says whether that is ``"exact"``, a
+    ``"bound"`` or ``"none"``.
+``log_likelihood(data, params)``
+    per-datum :math:`\\log p(x_i \\mid \\theta_s)` for a batch of parameter
+    draws, local latents summed out: what ArviZ's ``log_likelihood`` group and
+    LOO need.
+
+The *point parameters* are the model's current estimate of its global sites
+(buffers in ``self.point``, so ``.to(device)`` and ``.double()`` move them and
+``state_dict`` saves them). ``ppgen.fit`` writes its estimate back into them, the
+way scikit-learn's ``fit`` sets attributes on the estimator.
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.nn import PyroModule
+
+from .data import as_tensor
+from .errors import ModelError
+
+METHOD_NAMES = ("svi", "map", "nuts", "hmc", "exact")
+
+
+class PointParams(torch.nn.Module):
+    """A bag of named buffers: the point estimate of a model's global sites."""
+
+    def set(self, name, value):
+        value = torch.as_tensor(value).detach()
+        if name in self._buffers:
+            current = self._buffers[name]
+            value = value.to(device=current.device, dtype=current.dtype)
+        self.register_buffer(name, value.clone())
+
+    def as_dict(self):
+        return dict(self._buffers)
+
+
+class GenerativeModel(PyroModule):
+    """Base class of ppgen's model families; see the module docstring."""
+
+    #: ``"exact"``, ``"bound"`` or ``"none"``: what :meth:`log_prob` returns.
+    log_prob_kind = "exact"
+    #: the inference methods the family supports (names in :data:`METHOD_NAMES`).
+    methods: tuple = ()
+    #: the name of the site that observes the data.
+    observed_site = "obs"
+    #: the name of the plate over data points.
+    data_plate = "data"
+    #: families with a natural guide override this with a method.
+    guide = None
+
+    def __init__(self):
+        super().__init__()
+        self.point = PointParams()
+
+    # ----------------------------------------------------------- to override
+    def model(self, data=None, *, n=None, subsample_size=None):
+        raise NotImplementedError(f"{type(self).__name__} must define model()")
+
+    def log_likelihood(self, data, params):
+        """Per-datum log-likelihood, shape ``(S, N)``, for ``S`` parameter draws."""
+        raise NotImplementedError(f"{type(self).__name__} must define log_likelihood()")
+
+    def sample(self, n, params=None):
+        """``n`` new data points at the point parameters (or at ``params``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define sample()")
+
+    def get_config(self):
+        """The constructor arguments, as plain JSON-able values (for ``save``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define get_config()")
+
+    def initialize(self, data, generator=None):
+        """Set the point parameters from data (a sensible start for optimisers)."""
+
+    @classmethod
+    def example(cls, seed=0):
+        """A small instance and data set for tests and the demo: ``(model, data)``."""
+        raise NotImplementedError(f"{cls.__name__} must define example()")
+
+    # ----------------------------------------------------------- shared
+    @property
+    def dtype(self):
+        for tensor in self.buffers():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def device(self):
+        for tensor in self.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+    def check_data(self, data, name="data"):
+        """Return ``data`` as a checked tensor on the model's device and dtype."""
+        return as_tensor(data, name, dtype=self.dtype, device=self.device)
+
+    def point_params(self):
+        """The current point estimate of every global site, by site name."""
+        params = self.point.as_dict()
+        if not params:
+            raise ModelError(
+                f"{type(self).__name__} has no point parameters yet: fit it, "
+                "call initialize(data), or set_params(...)"
+            )
+        return params
+
+    def set_params(self, params):
+        """Set point parameters from a dict of site values (checked by name)."""
+        known = set(self.global_sites())
+        for name, value in params.items():
+            if known and name not in known:
+                raise ModelError(
+                    f"set_params: unknown site {name!r}; "
+                    f"{type(self).__name__} has {sorted(known)}"
+                )
+            self.point.set(name, value)
+
+    def global_sites(self):
+        """Names of the global (per-model, not per-datum) latent sites."""
+        return tuple(self.point.as_dict())
+
+    def log_prob(self, data):
+        """Per-datum :math:`\\log p(x_i)` in nats at the point parameters."""
+        data = self.check_data(data)
+        params = {k: v.unsqueeze(0) for k, v in self.point_params().items()}
+        return self.log_likelihood(data, params)[0]
+
+    def score(self, data):
+        """Mean log-likelihood per datum in nats (scikit-learn's ``score``)."""
+        return float(self.log_prob(data).mean())
+
+    def supports(self, method_name):
+        return method_name in self.methods
+
+    def extra_repr(self):
+        try:
+            return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        except NotImplementedError:
+            return ""

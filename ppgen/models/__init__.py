@@ -1,0 +1,12 @@
+"""Model families, each a ``GenerativeModel``; ``registry`` lists them all."""
+
+from . import registry
+from .conjugate import BetaBernoulli, ConjugateNormal
+from .factor import PPCA, FactorAnalysis
+from .mixture import GaussianMixture
+
+for _cls in (GaussianMixture, PPCA, FactorAnalysis, ConjugateNormal, BetaBernoulli):
+    registry.register(_cls)
+
+__all__ = ["GaussianMixture", "PPCA", "FactorAnalysis", "ConjugateNormal", "BetaBernoulli",
+           "registry"]
