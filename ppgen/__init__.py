@@ -11,8 +11,7 @@ import pyro
 pyro.settings.set(module_local_params=True)
 
 from . import datasets, diagnostics, inference, models  # noqa: E402
-from .errors import (CheckpointError, DataError, DatasetError, MethodError,  # noqa: E402
-                     ModelError, PpgenError)
+from .errors import CheckpointError, DataError, DatasetError, MethodError, ModelError, PpgenError  # noqa: E402
 from .inference import fit, load  # noqa: E402
 from .model import GenerativeModel  # noqa: E402
 

@@ -1,1 +1,21 @@
-"""Datasets."""
+"""Small embedded datasets, and a checked CSV reader for your own tables.
+
+Embedded sets ship inside the package (``ppgen/datasets/data/``) so examples,
+tests and ``ppgen demo`` never touch the network::
+
+    >>> import ppgen
+    >>> ppgen.datasets.names()
+    ['earthquakes', 'eight_schools', 'faithful', 'geyser']
+    >>> ppgen.datasets.load("faithful").shape
+    (272, 2)
+
+``describe(name)`` gives each set's source and licence (``data/PROVENANCE.md``).
+``read_csv(path)`` reads a user's CSV into a DataFrame of numeric columns and
+raises :class:`ppgen.errors.DatasetError` / :class:`ppgen.errors.DataError`
+naming the file, column and row at fault.
+"""
+
+from .embedded import describe, load, names
+from .tables import read_csv
+
+__all__ = ["load", "names", "describe", "read_csv"]

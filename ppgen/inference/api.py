@@ -110,7 +110,8 @@ def _program(model, data, method, guide, device, dtype, generator):
 def _fingerprint(program, method):
     generative = program.generative
     described = {
-        "model": type(generative).__name__ if generative is not None else getattr(program.model, "__qualname__", "program"),
+        "model": (type(generative).__name__ if generative is not None
+                  else getattr(program.model, "__qualname__", "program")),
         "config": generative.get_config() if generative is not None else None,
         "method": {k: v for k, v in method.config().items() if k not in ("num_steps", "checkpoint", "resume")},
         "data": {k: list(v.shape) for k, v in program.kwargs.items() if isinstance(v, torch.Tensor)},
@@ -125,7 +126,23 @@ def _init_values(program):
     return {k: v for k, v in generative.point_params().items() if k in program.latent}
 
 
+def _with_deterministic(program, posterior):
+    """Add the ``pyro.deterministic`` sites to ``(chains, draws, ...)`` posterior draws."""
+    if not program.deterministic or not posterior:
+        return posterior
+    chains, draws = next(iter(posterior.values())).shape[:2]
+    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in posterior.items()}
+    extra = program.deterministic_draws(flat)
+    return {**posterior, **{k: v.reshape((chains, draws) + v.shape[1:]) for k, v in extra.items()}}
+
+
 def _run(program, method, validation, seed, progress, generator):
+    fit = _dispatch(program, method, validation, seed, progress, generator)
+    fit.posterior = _with_deterministic(program, fit.posterior)
+    return fit
+
+
+def _dispatch(program, method, validation, seed, progress, generator):
     generative = program.generative
     init_values = _init_values(program)
     common = dict(program=program, method=method, seed=seed)

@@ -8,8 +8,9 @@ lists and what the CLI accepts.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Union
 
 from ..errors import MethodError
 
@@ -62,14 +63,14 @@ class SVI:
     guide: Union[str, Callable] = "normal"
     lr: float = 0.01
     lr_decay: float = 1.0
-    clip_norm: Optional[float] = None
-    elbo: Optional[str] = None
+    clip_norm: float | None = None
+    elbo: str | None = None
     num_particles: int = 1
-    batch_size: Optional[int] = None
+    batch_size: int | None = None
     validation: Any = None
     patience: int = 10
     eval_every: int = 50
-    checkpoint: Optional[str] = None
+    checkpoint: str | None = None
     checkpoint_every: int = 100
     resume: bool = True
     num_posterior_samples: int = 1000

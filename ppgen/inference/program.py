@@ -37,6 +37,7 @@ class Program:
     generative: GenerativeModel = None
     latent: dict = field(default_factory=dict)
     observed: dict = field(default_factory=dict)
+    deterministic: dict = field(default_factory=dict)
     max_plate_nesting: int = 0
 
     @classmethod
@@ -67,7 +68,9 @@ class Program:
             discrete = bool(getattr(support, "is_discrete", False))
             info = SiteInfo(site["name"], tuple(site["value"].shape), discrete,
                             site["infer"].get("enumerate") == "parallel", support)
-            if site["is_observed"] and not (at and site["name"] in at):
+            if site["infer"].get("_deterministic"):
+                self.deterministic[site["name"]] = info
+            elif site["is_observed"] and not (at and site["name"] in at):
                 self.observed[site["name"]] = info
             else:
                 self.latent[site["name"]] = info
@@ -120,6 +123,21 @@ class Program:
         except (TypeError, ValueError):
             return False
         return keyword in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+
+    def deterministic_draws(self, draws):
+        """Values of the ``pyro.deterministic`` sites for each draw of the latents."""
+        if not self.deterministic or not draws:
+            return {}
+        names = [s.name for s in self.continuous_sites if s.name in draws]
+        num = next(iter(draws.values())).shape[0]
+        out = {n: [] for n in self.deterministic}
+        with torch.no_grad(), poutine.block():
+            for i in range(num):
+                model = poutine.condition(self.model, data={n: draws[n][i] for n in names})
+                trace = poutine.trace(model).get_trace(**self.kwargs)
+                for n in out:
+                    out[n].append(trace.nodes[n]["value"])
+        return {n: torch.stack(v) for n, v in out.items()}
 
     def with_kwargs(self, **extra):
         return {**self.kwargs, **extra}

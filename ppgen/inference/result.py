@@ -17,7 +17,6 @@ import pyro.poutine as poutine
 import torch
 
 from ..errors import CheckpointError, DataError
-from ..model import GenerativeModel
 from .checkpoint import FORMAT, atomic_save, safe_load
 from .likelihood import pointwise_log_likelihood
 from .methods import GUIDES, METHODS

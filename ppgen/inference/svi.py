@@ -9,17 +9,26 @@ resumes from them; Ctrl-C writes one before it stops.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
+import signal
+import threading
 import time
 
 import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
-from pyro.infer.autoguide import (AutoDelta, AutoIAFNormal, AutoMultivariateNormal,
-                                  AutoNormal, init_to_median, init_to_value)
+from pyro.infer.autoguide import (
+    AutoDelta,
+    AutoIAFNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+    init_to_median,
+    init_to_value,
+)
 from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, MethodError
@@ -71,9 +80,10 @@ class _Objective:
         self.modules = {"model": program.generative, "guide": guide}
         self.guide, self.elbo, self.kwargs = guide, elbo, kwargs
 
-    def loss(self, kwargs=None):
+    def loss(self, kwargs=None, differentiable=True):
+        compute = self.elbo.differentiable_loss if differentiable else self.elbo.loss
         with poutine.trace(param_only=True) as capture:
-            loss = self.elbo.differentiable_loss(self.model, self.guide, **(kwargs or self.kwargs))
+            loss = compute(self.model, self.guide, **(kwargs or self.kwargs))
         self.store_params = {name: site["value"].unconstrained()
                              for name, site in capture.trace.nodes.items()}
         return loss
@@ -115,8 +125,7 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
                               "pyro.plate(..., subsample_size=...)")
         kwargs = program.with_kwargs(subsample_size=method.batch_size)
     objective = _Objective(program, guide, elbo, kwargs)
-    with torch.no_grad():
-        objective.loss()  # creates lazily built parameters (autoguides, pyro.param)
+    objective.loss(differentiable=False)  # builds lazy parameters (autoguides, pyro.param)
     params = objective.params()
     optimizer = torch.optim.Adam(list(params.values()), lr=method.lr)
     gamma = method.lr_decay ** (1.0 / max(method.num_steps, 1))
@@ -154,27 +163,13 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
             log.info("resumed SVI from %s at step %d", method.checkpoint, state["step"])
 
     start = time.perf_counter()
+    interrupt = _DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
     bar = tqdm(total=method.num_steps, initial=state["step"], disable=not progress,
                desc=type(method).__name__, leave=False)
     try:
-        while state["step"] < method.num_steps and not state["stopped_early"]:
-            optimizer.zero_grad()
-            loss = objective.loss()
-            if not torch.isfinite(loss):
-                raise MethodError(f"SVI: the loss became {float(loss)} at step {state['step']}; "
-                                  "lower lr, set clip_norm, or check the model")
-            loss.backward()
-            if method.clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(list(params.values()), method.clip_norm)
-            optimizer.step()
-            scheduler.step()
-            state["step"] += 1
-            state["losses"].append(loss.item())
-            bar.update()
-            if validation_kwargs is not None and state["step"] % method.eval_every == 0:
-                _evaluate(objective, validation_kwargs, params, state, method)
-            if method.checkpoint and state["step"] % method.checkpoint_every == 0:
-                atomic_save(snapshot(), method.checkpoint)
+        with interrupt:
+            _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt,
+                  validation_kwargs, snapshot)
     except KeyboardInterrupt:
         if method.checkpoint:
             atomic_save(snapshot(), method.checkpoint)
@@ -194,9 +189,60 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
             "seconds": time.perf_counter() - start}
 
 
+class _DeferredInterrupt:
+    """Holds Ctrl-C until the current step ends, so a checkpoint is never torn
+    between a parameter update and its step count."""
+
+    def __init__(self):
+        self.pending = False
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.pending = True
+
+    def check(self):
+        if self.pending:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt,
+          validation_kwargs, snapshot):
+    check = getattr(interrupt, "check", lambda: None)
+    while state["step"] < method.num_steps and not state["stopped_early"]:
+        check()
+        optimizer.zero_grad()
+        loss = objective.loss()
+        if not torch.isfinite(loss):
+            raise MethodError(f"SVI: the loss became {float(loss)} at step {state['step']}; "
+                              "lower lr, set clip_norm, or check the model")
+        loss.backward()
+        if method.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(list(params.values()), method.clip_norm)
+        optimizer.step()
+        scheduler.step()
+        state["step"] += 1
+        state["losses"].append(loss.item())
+        bar.update()
+        if validation_kwargs is not None and state["step"] % method.eval_every == 0:
+            _evaluate(objective, validation_kwargs, params, state, method)
+        if method.checkpoint and state["step"] % method.checkpoint_every == 0:
+            atomic_save(snapshot(), method.checkpoint)
+    check()
+
+
 def _evaluate(objective, validation_kwargs, params, state, method):
     with torch.no_grad():
-        val = float(objective.loss(validation_kwargs))
+        val = float(objective.loss(validation_kwargs, differentiable=False))
     state["val_losses"].append((state["step"], val))
     if val < state["best_val"]:
         state["best_val"], state["bad_evals"] = val, 0

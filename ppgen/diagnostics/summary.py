@@ -1,0 +1,110 @@
+"""Posterior summaries and model comparison through ArviZ: ``summary``, ``loo``, ``compare``."""
+
+from __future__ import annotations
+
+from ..errors import ModelError
+from . import arviz_io
+from .convert import fit_name, to_arviz
+
+
+def summary(fit, **kwargs):
+    """ArviZ's summary table of a fit's posterior.
+
+    Parameters
+    ----------
+    fit : ppgen.inference.Fit
+    **kwargs
+        Passed to ``arviz.summary`` (``var_names``, ``hdi_prob``, ``kind``, ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per scalar posterior quantity: mean, sd, HDI, MCSE, ESS, R-hat.
+    """
+    import arviz as az
+
+    return az.summary(to_arviz(fit, posterior_predictive=False, log_likelihood=False), **kwargs)
+
+
+def _log_likelihood_data(fit, label, var_name=None):
+    """``(ArviZ data, {site: pointwise shape})`` of a fit, or a ModelError."""
+    values = fit.log_likelihood() if fit.posterior else {}
+    if not values:
+        raise ModelError(f"{label}: the fit has no log_likelihood group (no observed sites or no "
+                         "posterior draws), so LOO cannot be computed")
+    if var_name is not None and var_name not in values:
+        raise ModelError(f"{label}: var_name={var_name!r} is not an observed site with a "
+                         f"log-likelihood; it has {sorted(values)}")
+    if var_name is None and len(values) > 1:
+        raise ModelError(f"{label}: the fit has several observed sites {sorted(values)}; "
+                         "choose one with var_name=...")
+    shapes = {k: tuple(v.shape[2:]) for k, v in values.items() if var_name in (None, k)}
+    return to_arviz(fit, posterior_predictive=False), shapes
+
+
+def loo(fit, var_name=None):
+    """Pareto-smoothed importance-sampling leave-one-out cross-validation (PSIS-LOO).
+
+    Parameters
+    ----------
+    fit : ppgen.inference.Fit
+    var_name : str, optional
+        The observed site to score, needed when the model has several.
+
+    Returns
+    -------
+    arviz.ELPDData
+        ``elpd_loo`` (nats), ``p_loo``, ``se``, and pointwise values with the
+        Pareto ``k`` diagnostics (``pointwise=True``).
+
+    Raises
+    ------
+    ModelError
+        The fit has no pointwise log-likelihood, or several observed sites and
+        no ``var_name``.
+    """
+    import arviz as az
+
+    data, _ = _log_likelihood_data(fit, fit_name(fit), var_name)
+    return az.loo(data, pointwise=True, var_name=var_name)
+
+
+def compare(fits, ic="loo", var_name=None):
+    """Rank fits of the same data by expected log predictive density.
+
+    Parameters
+    ----------
+    fits : dict of str to ppgen.inference.Fit
+        Two or more fits, by the names to show in the table.
+    ic : {"loo", "waic"}
+        The information criterion (ArviZ >= 1 supports only ``"loo"``).
+    var_name : str, optional
+        The observed site to score, needed when the models have several.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ArviZ's comparison table, best model first (``rank`` 0), indexed by name.
+
+    Raises
+    ------
+    ModelError
+        A fit has no log-likelihood group, or the fits saw data of different shapes.
+    """
+    if not isinstance(fits, dict) or len(fits) < 2:
+        raise ModelError(f"compare: give a dict of at least two named fits, got {fits!r}")
+    datasets, shapes = {}, {}
+    for name, fit in fits.items():
+        datasets[name], site_shapes = _log_likelihood_data(fit, f"fit {name!r}", var_name)
+        shapes[name] = sorted(site_shapes.values())
+    first = next(iter(shapes))
+    for name, shape in shapes.items():
+        if shape != shapes[first]:
+            raise ModelError(f"compare: fit {name!r} saw observed data of shape "
+                             f"{_show(shape)} but fit {first!r} saw {_show(shapes[first])}; "
+                             "models can only be compared on the same data")
+    return arviz_io.compare(datasets, ic=ic)
+
+
+def _show(shapes):
+    return ", ".join(str(s) for s in shapes)

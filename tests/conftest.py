@@ -1,0 +1,44 @@
+"""Shared fixtures: seeds, float64, the shared data folder, the cuda marker."""
+
+import os
+import pathlib
+
+import pyro
+import pytest
+import torch
+
+SHARED_DATA = pathlib.Path(os.environ.get(
+    "PPGEN_SHARED_DATA", pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    yield
+
+
+@pytest.fixture
+def float64():
+    """Run the test in float64 (exactness tests), restoring the default after."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+@pytest.fixture
+def shared_data():
+    """The shared real datasets, or a skip saying they are absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared datasets not found at {SHARED_DATA} (set PPGEN_SHARED_DATA)")
+    return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU on this machine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
