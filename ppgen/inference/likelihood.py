@@ -38,7 +38,11 @@ def _one_draw(model, kwargs, elbo, observed):
         ordinal = _find_ordinal(model_trace, site)
         value = contract_to_tensor(log_factors, sum_dims, target_ordinal=ordinal)
         value = packed.unpack(value, model_trace.symbol_to_dim)
-        shape = site["fn"].batch_shape
+        # Keep the plate dimensions only: under enumeration the site's batch shape
+        # also holds enumeration dimensions, which the contraction summed out.
+        batch = site["fn"].batch_shape
+        depth = elbo.max_plate_nesting
+        shape = batch[len(batch) - depth:] if depth else torch.Size()
         out[name] = value.expand(shape) if value.dim() <= len(shape) else value.reshape(shape)
         done.add(name)
     return out

@@ -158,7 +158,7 @@ class Fit:
                     out[name].append(trace.nodes[name]["value"])
         return {k: torch.stack(v) for k, v in out.items()}
 
-    def posterior_predictive(self, max_draws=None):
+    def posterior_predictive(self):
         """One replicate of the observed data per posterior draw:
         ``{observed site: (chains, draws, *shape)}``."""
         total = self.num_chains * self.num_draws

@@ -60,7 +60,7 @@ def normal_svi():
 
 @pytest.fixture(scope="session")
 def schools_nuts():
-    return ppgen.fit(eight_schools, dict(EIGHT_SCHOOLS), NUTS(num_samples=200, warmup=200, chains=2),
+    return ppgen.fit(eight_schools, dict(EIGHT_SCHOOLS), NUTS(num_samples=100, warmup=100, chains=2),
                      progress=False)
 
 

@@ -208,11 +208,11 @@ def test_exact_discrete_posterior_draws_are_integers(mixture):
 def test_eight_schools_plain_program(schools_nuts, schools):
     idata = to_arviz(schools_nuts)
     post = schools_nuts.posterior
-    assert idata.posterior["theta_tilde"].shape == (2, 200, 8)
-    assert idata.posterior["tau"].shape == (2, 200)
+    assert idata.posterior["theta_tilde"].shape == (2, 100, 8)
+    assert idata.posterior["tau"].shape == (2, 100)
     assert idata.log_likelihood["y"].dims == ("chain", "draw", "y_dim_0")
-    assert idata.posterior_predictive["y"].shape == (2, 200, 8)
-    assert idata.sample_stats["diverging"].shape == (2, 200)
+    assert idata.posterior_predictive["y"].shape == (2, 100, 8)
+    assert idata.sample_stats["diverging"].shape == (2, 100)
     y, sigma = torch.tensor(schools.data["y"]), torch.tensor(schools.data["sigma"])
     theta = post["mu"][..., None] + post["tau"][..., None] * post["theta_tilde"]
     expected = dist.Normal(theta, sigma).log_prob(y)
