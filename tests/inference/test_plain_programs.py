@@ -88,7 +88,7 @@ def test_hand_written_guide(float64):
         pyro.sample("loc", dist.Normal(m, s))
 
     x = torch.randn(50, generator=torch.Generator().manual_seed(0)) + 3
-    fit = ppgen.fit(model, {"x": x}, SVI(num_steps=3000, lr=0.05, lr_decay=0.05,
+    fit = ppgen.fit(model, {"x": x}, SVI(num_steps=3000, lr=0.02, lr_decay=0.01, num_particles=8,
                                          num_posterior_samples=4000), guide=guide, seed=0,
                     progress=False)
     post_var = 1 / (1 / 100 + 50)
