@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-TITLE = "# ppgen benchmarks\n\nLatest tables from the scripts in `benchmarks/`; each script replaces only its own section.\n"
+TITLE = ("# ppgen benchmarks\n\nLatest tables from the scripts in `benchmarks/`; "
+         "each script replaces only its own section.\n")
 
 
 def timed(fn, *args, **kwargs):

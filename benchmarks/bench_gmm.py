@@ -75,6 +75,25 @@ def run_ppgen(x, k, seed, threads):
             "converged": len(fit.losses) < max_iter}
 
 
+def run_fit_map(x, k, seed, threads=1):
+    """The EM solver alone, without ``fit``'s set-up. Its k-means++ draw differs
+    from ``fit``'s (there ``initialize`` draws from the generator first)."""
+    model = GaussianMixture(k, x.shape[1], "full")
+    data = torch.as_tensor(x)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        method = MAP(n_init=1)
+        out, seconds = timed(model.fit_map, data, max_iter=method.max_iter, tol=method.tol,
+                             n_init=1, generator=torch.Generator().manual_seed(seed))
+    finally:
+        torch.set_num_threads(before)
+    with torch.no_grad():
+        loglik = float(model.log_prob(data).sum())
+    return {"loglik": loglik, "iters": out["n_iter"], "seconds": seconds,
+            "converged": bool(out["converged"])}
+
+
 def run_sklearn(x, k, seed, tol, threads=None):
     """``threads=None``: sklearn's defaults (BLAS and OpenMP use every CPU);
     else limited with threadpoolctl for the fit."""
@@ -93,6 +112,7 @@ def contenders(threads_list):
     out = {}
     for t in threads_list:
         out[f"ppgen MAP, threads={t}"] = lambda x, k, s, t=t: run_ppgen(x, k, s, t)
+    out["ppgen fit_map only, threads=1"] = lambda x, k, s: run_fit_map(x, k, s, 1)
     out["sklearn tol=1e-3"] = lambda x, k, s: run_sklearn(x, k, s, 1e-3)
     out["sklearn tol=1e-8"] = lambda x, k, s: run_sklearn(x, k, s, 1e-8)
     out["sklearn tol=1e-3, 1 thread"] = lambda x, k, s: run_sklearn(x, k, s, 1e-3, 1)
@@ -102,15 +122,18 @@ def contenders(threads_list):
 
 # ---------------------------------------------------------------- benchmark
 def bench(x, k, seeds, repeats, threads_list):
+    """Rounds of blocks: in each round every contender (in rotated order) makes one
+    untimed warm-up call, then one timed fit per seed. Blocks keep one thread
+    setting hot (switching torch's or OpenBLAS's pool costs a call); rounds spread
+    drifts in machine load over every contender."""
     runs = contenders(threads_list)
-    for name, fn in runs.items():  # warm-up, untimed
-        fn(x, k, seeds[0])
     results = {name: {s: [] for s in seeds} for name in runs}
     names = list(runs)
     for rep in range(repeats):
-        for s in seeds:
-            order = names[rep % len(names):] + names[:rep % len(names)]  # rotate for fairness
-            for name in order:
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            runs[name](x, k, seeds[0])  # warm-up, untimed
+            for s in seeds:
                 results[name][s].append(runs[name](x, k, s))
     return results
 
@@ -140,12 +163,15 @@ def summarise(results, seeds, label):
             fmt_ms(med_time[name]), fmt_ms(max(times)),
             f"{med_time[name] / med_time['sklearn tol=1e-3']:.2f}",
             f"{med_time[name] / med_time['sklearn tol=1e-8']:.2f}",
+            f"{med_time[name] / med_time['sklearn tol=1e-3, 1 thread']:.2f}",
+            f"{med_time[name] / med_time['sklearn tol=1e-8, 1 thread']:.2f}",
         ])
     columns = ["method", "log-lik median (nats)", "log-lik worst seed (nats)",
                "best - median (nats)", f"seeds within {TOL_MATCH} nats of sklearn 1e-8",
                "max abs diff vs sklearn 1e-8 (nats)", "iterations median", "converged",
                "wall median (ms)", "wall max (ms)", "time / sklearn 1e-3",
-               "time / sklearn 1e-8"]
+               "time / sklearn 1e-8", "time / sklearn 1e-3 1 thread",
+               "time / sklearn 1e-8 1 thread"]
     summary = table(columns, rows)
 
     names = list(results)
@@ -161,18 +187,17 @@ def summarise(results, seeds, label):
     return f"#### {label}\n\n{summary}\n\nPer seed (log-lik nats / iterations / median ms):\n\n{detail}\n", med_time
 
 
-def profile(x, k, seed, threads, top=25):
-    """cProfile of one warm ppgen.fit (MAP, EM solver); the top entries by own time."""
+def profile(x, k, seed=0, threads=1, runs=10, top=30):
+    """cProfile of ``runs`` warm ppgen.fit calls (MAP, EM solver), by cumulative time."""
     run_ppgen(x, k, seed, threads)
-    model = GaussianMixture(k, x.shape[1], "full")
     prof = cProfile.Profile()
-    prof.enable()
-    ppgen.fit(model, x, MAP(n_init=1), seed=seed, progress=False, threads=threads)
-    prof.disable()
+    for _ in range(runs):
+        model = GaussianMixture(k, x.shape[1], "full")
+        prof.enable()
+        ppgen.fit(model, x, MAP(n_init=1), seed=seed, progress=False, threads=threads)
+        prof.disable()
     stream = io.StringIO()
-    stats = pstats.Stats(prof, stream=stream)
-    stats.sort_stats("tottime").print_stats(top)
-    stats.sort_stats("cumulative").print_stats(top)
+    pstats.Stats(prof, stream=stream).sort_stats("cumulative").print_stats(top)
     return stream.getvalue()
 
 
@@ -183,7 +208,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="torch threads for ppgen (default: 1 2)")
     parser.add_argument("--profile", action="store_true",
-                        help="also print a cProfile of one ppgen fit on the synthetic set")
+                        help="also print a cProfile of ppgen fits on both data sets")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -196,9 +221,10 @@ def main(argv=None):
         blas = "unknown"
     head = header(sys.argv, ["torch", "pyro", "sklearn", "numpyro", "numpy"], extra=[
         f"ppgen in float64 (`torch.set_default_dtype(torch.float64)`); numpy BLAS: {blas}",
-        f"seeds {seeds[0]}..{seeds[-1]} (`seed=s` / `random_state=s`), {args.repeats} timed "
-        "repeats per seed, contenders interleaved; one untimed warm-up call per contender and "
-        "data set first (imports and first-call overhead excluded)",
+        f"seeds {seeds[0]}..{seeds[-1]} (`seed=s` / `random_state=s`), {args.repeats} rounds; in "
+        "each round every contender (rotated order) makes one untimed warm-up call (imports, "
+        "first-call and thread-pool switching overhead excluded), then one timed fit per seed; "
+        "medians over all seeds and rounds",
     ])
 
     x_faithful = faithful()
@@ -217,8 +243,7 @@ def main(argv=None):
 
     verdict = []
     for label, med in medians.items():
-        for t in args.threads:
-            name = f"ppgen MAP, threads={t}"
+        for name in [f"ppgen MAP, threads={t}" for t in args.threads] + ["ppgen fit_map only, threads=1"]:
             verdict.append(f"- {label.split(',')[0]}: {name}: "
                            f"{med[name] / med['sklearn tol=1e-3']:.2f}x sklearn tol=1e-3, "
                            f"{med[name] / med['sklearn tol=1e-8']:.2f}x sklearn tol=1e-8; "
@@ -243,7 +268,10 @@ def main(argv=None):
         "`converged`: sklearn's `converged_`; ppgen stopped before max_iter. "
         "sklearn rows without a thread count use its defaults (OpenBLAS and the OpenMP k-means "
         "initialisation use every CPU); `1 thread` rows run under `threadpoolctl."
-        "threadpool_limits(1)`. The ratio columns divide by the default-thread sklearn rows. "
+        "threadpool_limits(1)`; the `time / sklearn` columns divide this row's median by that "
+        "sklearn row's. `ppgen fit_map only` times `GaussianMixture.fit_map` alone (same solver "
+        "and settings, none of `fit`'s set-up; its k-means++ draw differs from `fit`'s, whose "
+        "`initialize` uses the generator first). "
         "`best - median`: the best log-likelihood any contender reached on any seed, minus this "
         "row's median."
     )
@@ -252,8 +280,9 @@ def main(argv=None):
             + "\n".join(verdict) + f"\n\n{notes}\n")
     print(body)
     if args.profile:
-        print("\ncProfile of one ppgen.fit, synthetic set, seed 1, threads 1:\n")
-        print(profile(x_synth, 5, 1, 1))
+        for name, x, k in [("Old Faithful", x_faithful, 2), ("synthetic", x_synth, 5)]:
+            print(f"\ncProfile of 10 ppgen.fit calls, {name}, seed 0, threads 1:\n")
+            print(profile(x, k))
     if not args.no_write:
         write_section("bench_gmm", body)
 
