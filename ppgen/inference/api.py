@@ -66,8 +66,8 @@ def fit(model, data=None, method=None, *, guide=None, device=None, dtype=None, s
     pyro.set_rng_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     with _threads(threads or DEFAULT_THREADS):
-        program, validation = _program(model, data, method, guide, device, dtype, generator)
-        return _run(program, method, validation, seed, progress, generator)
+        program, validation, em_result = _program(model, data, method, guide, device, dtype, generator)
+        return _run(program, method, validation, seed, progress, em_result)
 
 
 def _program(model, data, method, guide, device, dtype, generator):
@@ -90,10 +90,16 @@ def _program(model, data, method, guide, device, dtype, generator):
             data, val = data[perm[n_val:]], data[perm[:n_val]]
         if val is not None:
             validation = {"data": model.check_data(val, "validation")}
-        if not model.point.as_dict():
+        em_result = None
+        if _uses_em(model, method):
+            # The EM solver seeds itself; solving before tracing gives the trace sane values.
+            em_result = model.fit_map(data, max_iter=method.max_iter, tol=method.tol,
+                                      n_init=method.n_init, generator=generator)
+        elif not model.point.as_dict():
             model.initialize(data, generator)
-        return Program.build(model.model, {"data": data}, guide=guide or model.guide,
-                             generative=model, at=model.point.as_dict()), validation
+        program = Program.build(model.model, {"data": data}, guide=guide or model.guide,
+                                generative=model, at=model.point.as_dict())
+        return program, validation, em_result
     if not callable(model):
         raise TypeError(f"model must be a ppgen GenerativeModel or a Pyro program, got {type(model).__name__}")
     pyro.clear_param_store()
@@ -104,7 +110,11 @@ def _program(model, data, method, guide, device, dtype, generator):
                           "program pass validation=<dict of keyword arguments>")
     if val is not None:
         validation = as_kwargs(val, dtype=dtype, device=device)
-    return Program.build(model, kwargs, guide=guide), validation
+    return Program.build(model, kwargs, guide=guide), validation, None
+
+
+def _uses_em(model, method):
+    return isinstance(method, MAP) and method.solver != "gradient" and hasattr(model, "fit_map")
 
 
 def _fingerprint(program, method):
@@ -136,22 +146,21 @@ def _with_deterministic(program, posterior):
     return {**posterior, **{k: v.reshape((chains, draws) + v.shape[1:]) for k, v in extra.items()}}
 
 
-def _run(program, method, validation, seed, progress, generator):
-    fit = _dispatch(program, method, validation, seed, progress, generator)
+def _run(program, method, validation, seed, progress, em_result):
+    fit = _dispatch(program, method, validation, seed, progress, em_result)
     fit.posterior = _with_deterministic(program, fit.posterior)
     return fit
 
 
-def _dispatch(program, method, validation, seed, progress, generator):
+def _dispatch(program, method, validation, seed, progress, em_result):
     generative = program.generative
     init_values = _init_values(program)
     common = dict(program=program, method=method, seed=seed)
-    if isinstance(method, MAP) and method.solver != "gradient" and hasattr(generative, "fit_map"):
-        result = generative.fit_map(program.kwargs["data"], max_iter=method.max_iter,
-                                    tol=method.tol, n_init=method.n_init, generator=generator)
+    if em_result is not None:
         params = generative.point_params()
         posterior = {k: v.detach().clone()[None, None] for k, v in params.items()}
-        return Fit(posterior=posterior, params=params, losses=result["loss"], **common)
+        return Fit(posterior=posterior, params=params, losses=em_result["loss"],
+                   timings={"fit": em_result["seconds"]}, **common)
     if isinstance(method, MAP) and method.solver == "em":
         raise MethodError(f"MAP(solver='em'): {type(generative).__name__ if generative else 'a plain program'} "
                           "has no EM solver; use solver='gradient'")
@@ -184,11 +193,14 @@ def _dispatch(program, method, validation, seed, progress, generator):
 
 
 def _guide_point(guide, program, draws, is_map):
-    if is_map or not hasattr(guide, "median"):
-        return {k: v[0] if is_map else v.mean(0) for k, v in draws.items()}
-    with torch.no_grad():
-        median = guide.median(**program.kwargs)
-    return {k: v.detach() for k, v in median.items() if k in draws}
+    if not is_map and hasattr(guide, "median"):
+        try:
+            with torch.no_grad():
+                median = guide.median(**program.kwargs)
+            return {k: v.detach() for k, v in median.items() if k in draws}
+        except NotImplementedError:  # flow guides have no closed-form median
+            pass
+    return {k: v[0] if is_map else v.mean(0) for k, v in draws.items()}
 
 
 def _write_back(generative, params):

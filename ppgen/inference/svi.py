@@ -55,7 +55,7 @@ def build_guide(program, method, init_values=None):
                           hide=[s.name for s in program.discrete_sites])
     cls = AUTOGUIDES[method.guide]
     if cls is AutoIAFNormal:
-        return cls(model, hidden_dim=[32, 32], num_transforms=2, init_loc_fn=init)
+        return cls(model, hidden_dim=[32, 32], num_transforms=2)
     return cls(model, init_loc_fn=init)
 
 
@@ -84,7 +84,8 @@ class _Objective:
         compute = self.elbo.differentiable_loss if differentiable else self.elbo.loss
         with poutine.trace(param_only=True) as capture:
             loss = compute(self.model, self.guide, **(kwargs or self.kwargs))
-        self.store_params = {name: site["value"].unconstrained()
+        # Param-store values carry .unconstrained(); module parameters are themselves leaves.
+        self.store_params = {name: getattr(site["value"], "unconstrained", lambda v=site["value"]: v)()
                              for name, site in capture.trace.nodes.items()}
         return loss
 

@@ -20,6 +20,7 @@ samples the same posterior.
 from __future__ import annotations
 
 import math
+import time
 
 import pyro
 import pyro.distributions as dist
@@ -125,14 +126,15 @@ class GaussianMixture(GenerativeModel):
     def component_log_prob(self, data, params):
         """:math:`\\log w_k + \\log N(x_i; \\mu_k, \\Lambda_k^{-1})`, shape ``(S, N, K)``."""
         locs, precision = params["locs"], params["precision"]  # (S,K,D), (S,K,D,D)|(S,K,D)
-        diff = data.unsqueeze(-2).unsqueeze(0) - locs.unsqueeze(-3)  # (S,N,K,D)
         if self.covariance == "full":
             tril = torch.linalg.cholesky(precision)  # Lambda = L L^T
             half_logdet = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (S,K)
-            proj = torch.einsum("snkd,skde->snke", diff, tril)
-            maha = proj.pow(2).sum(-1)
+            # ||L^T (x - mu)||^2 as one batched matmul: (x L) - (mu L), shape (S,K,N,D)
+            proj = data @ tril - (locs.unsqueeze(-2) @ tril)
+            maha = proj.pow(2).sum(-1).transpose(-1, -2)  # (S,N,K)
         else:
             half_logdet = 0.5 * precision.log().sum(-1)
+            diff = data.unsqueeze(-2).unsqueeze(0) - locs.unsqueeze(-3)  # (S,N,K,D)
             maha = (diff.pow(2) * precision.unsqueeze(-3)).sum(-1)
         log_norm = half_logdet.unsqueeze(-2) - 0.5 * self.dim * math.log(2 * math.pi)
         return params["weights"].log().unsqueeze(-2) + log_norm - 0.5 * maha
@@ -156,8 +158,8 @@ class GaussianMixture(GenerativeModel):
         z = dist.Categorical(params["weights"]).sample((n,))
         return self._component(params["locs"][z], params["precision"][z]).sample()
 
-    def log_prior(self, params):
-        weights_prior, locs_prior, precision_prior = self._priors()
+    def log_prior(self, params, priors=None):
+        weights_prior, locs_prior, precision_prior = priors or self._priors()
         return (weights_prior.log_prob(params["weights"])
                 + locs_prior.log_prob(params["locs"]).sum(-1)
                 + precision_prior.log_prob(params["precision"]).sum(-1))
@@ -177,7 +179,7 @@ class GaussianMixture(GenerativeModel):
             rhs = (self._precision @ weighted_sum.unsqueeze(-1)).squeeze(-1) + prior_precision * self.loc_mean
             locs = torch.linalg.solve(system, rhs)
             diff = data.unsqueeze(0) - locs.unsqueeze(1)  # (K,N,D)
-            scatter = torch.einsum("kn,knd,kne->kde", resp.T, diff, diff)
+            scatter = (resp.T.unsqueeze(-1) * diff).mT @ diff  # (K,D,D)
             denom = counts + self.precision_df - self.dim - 1
             covariance = (scatter + self.precision_rate * eye) / denom[:, None, None]
             precision = torch.cholesky_inverse(torch.linalg.cholesky(covariance))
@@ -190,23 +192,31 @@ class GaussianMixture(GenerativeModel):
                 if self.covariance == "full" else precision}
 
     def _kmeans_start(self, data, generator):
-        """k-means++ seeding and a few Lloyd steps, then one M-step."""
+        """Greedy k-means++ seeding (2 + log K candidates per centre, the best kept)
+        and Lloyd's iterations to convergence; returns hard responsibilities."""
         N, K = data.shape[0], self.n_components
-        centers = data[torch.randint(N, (1,), generator=generator, device="cpu").to(data.device)]
+        candidates = 2 + int(math.log(K))
+        first = torch.randint(N, (1,), generator=generator).to(data.device)
+        centers = data[first]
+        closest = torch.cdist(data, centers).pow(2).min(-1).values
         for _ in range(1, K):
-            d2 = torch.cdist(data, centers).pow(2).min(-1).values
-            probs = (d2 / d2.sum()).cpu()
-            pick = torch.multinomial(probs, 1, generator=generator).to(data.device)
-            centers = torch.cat([centers, data[pick]])
-        for _ in range(20):
-            labels = torch.cdist(data, centers).argmin(-1)
-            resp = torch.nn.functional.one_hot(labels, K).to(data.dtype)
-            counts = resp.sum(0).clamp_min(1)
-            new_centers = (resp.T @ data) / counts[:, None]
-            if torch.allclose(new_centers, centers):
+            probs = (closest / closest.sum()).cpu()
+            picks = torch.multinomial(probs, candidates, replacement=True, generator=generator)
+            dist_to_picks = torch.cdist(data, data[picks.to(data.device)]).pow(2)  # (N, C)
+            potentials = torch.minimum(closest.unsqueeze(-1), dist_to_picks).sum(0)
+            best = int(potentials.argmin())
+            closest = torch.minimum(closest, dist_to_picks[:, best])
+            centers = torch.cat([centers, data[picks[best].to(data.device)].unsqueeze(0)])
+        labels = None
+        for _ in range(100):
+            new_labels = torch.cdist(data, centers).argmin(-1)
+            if labels is not None and torch.equal(new_labels, labels):
                 break
-            centers = new_centers
-        return resp
+            labels = new_labels
+            resp = torch.nn.functional.one_hot(labels, K).to(data.dtype)
+            counts = resp.sum(0)
+            centers = torch.where(counts[:, None] > 0, (resp.T @ data) / counts.clamp_min(1)[:, None], centers)
+        return torch.nn.functional.one_hot(labels, K).to(data.dtype)
 
     def initialize(self, data, generator=None):
         data = self.check_data(data)
@@ -227,10 +237,12 @@ class GaussianMixture(GenerativeModel):
 
         Stops when the log posterior per datum changes by less than ``tol``.
         Sets the point parameters and returns a dict with the per-iteration
-        negative log posterior of the best run (``loss``, nats), ``n_iter`` and
-        ``converged``.
+        negative log posterior of the best run (``loss``, nats), ``n_iter``,
+        ``converged`` and ``seconds``.
         """
+        start = time.perf_counter()
         data = self.check_data(data)
+        priors = self._priors()
         best = None
         for _ in range(n_init):
             resp = self._kmeans_start(data, generator)
@@ -242,7 +254,7 @@ class GaussianMixture(GenerativeModel):
                 self._precision = params["precision"]
                 joint = self.component_log_prob(data, {k: v.unsqueeze(0) for k, v in params.items()})[0]
                 loglik = joint.logsumexp(-1, keepdim=True)
-                objective = float(loglik.sum() + self.log_prior(params))
+                objective = float(loglik.sum() + self.log_prior(params, priors))
                 history.append(-objective)
                 if len(history) > 1 and abs(history[-2] - history[-1]) < tol * data.shape[0]:
                     converged = True
@@ -253,7 +265,8 @@ class GaussianMixture(GenerativeModel):
         del self._precision
         params, history, converged = best
         self.set_params(params)
-        return {"loss": history, "n_iter": len(history), "converged": converged}
+        return {"loss": history, "n_iter": len(history), "converged": converged,
+                "seconds": time.perf_counter() - start}
 
     @classmethod
     def example(cls, seed=0):
