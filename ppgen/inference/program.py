@@ -27,6 +27,7 @@ class SiteInfo:
     discrete: bool
     enumerated: bool
     support: object
+    batch_shape: tuple = ()
 
 
 @dataclass
@@ -67,7 +68,8 @@ class Program:
             support = site["fn"].support
             discrete = bool(getattr(support, "is_discrete", False))
             info = SiteInfo(site["name"], tuple(site["value"].shape), discrete,
-                            site["infer"].get("enumerate") == "parallel", support)
+                            site["infer"].get("enumerate") == "parallel", support,
+                            tuple(site["fn"].batch_shape))
             if site["infer"].get("_deterministic"):
                 self.deterministic[site["name"]] = info
             elif site["is_observed"] and not (at and site["name"] in at):

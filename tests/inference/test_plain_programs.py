@@ -136,3 +136,59 @@ def test_exact_on_plain_markov_program_equals_brute_force(float64):
 def test_exact_refuses_continuous_latents():
     with pytest.raises(ppgen.MethodError, match="mu"):
         ppgen.fit(eight_schools, EIGHT, Exact())
+
+
+def _mixture_program(x):
+    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+    locs = pyro.sample("locs", dist.Normal(0.0, 5.0).expand([2]).to_event(1))
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("x", dist.Normal(locs[z], 1.0), obs=x)
+
+
+@pytest.mark.parametrize("program, data", [
+    (eight_schools, EIGHT),
+    (_mixture_program, {"x": torch.tensor([-2.1, -1.9, 0.3, 2.2, 1.8, 2.5])}),
+])
+def test_vectorised_log_likelihood_equals_draw_by_draw(float64, program, data):
+    from ppgen.inference.likelihood import pointwise_log_likelihood
+    fit = ppgen.fit(program, data, NUTS(num_samples=30, warmup=30, chains=1), seed=0, progress=False)
+    draws = fit.flat_posterior()
+    fast = pointwise_log_likelihood(fit.program, draws, vectorize=True, chunk=7)
+    slow = pointwise_log_likelihood(fit.program, draws, vectorize=False)
+    assert fast.keys() == slow.keys()
+    for name in fast:
+        assert fast[name].shape == slow[name].shape
+        assert torch.allclose(fast[name], slow[name], atol=1e-10)
+
+
+def test_markov_program_log_likelihood_vectorised(float64):
+    from ppgen.inference.likelihood import pointwise_log_likelihood
+    from ppgen.inference.program import Program
+
+    def chain(x, scale=None):
+        loc = pyro.sample("loc", dist.Normal(0.0, 3.0))
+        hmm_program(x - loc)
+
+    x = torch.tensor([-1.2, 0.3, 1.5, 0.9])
+    program = Program.build(chain, {"x": x})
+    draws = {"loc": torch.tensor([0.0, 0.5, -0.3])}
+    fast = pointwise_log_likelihood(program, draws, vectorize=True)
+    slow = pointwise_log_likelihood(program, draws, vectorize=False)
+    for name in slow:
+        assert torch.allclose(fast[name], slow[name], atol=1e-10)
+
+
+def test_unplated_program_that_broadcasts_by_accident_is_scored_correctly(float64):
+    from ppgen.inference.likelihood import pointwise_log_likelihood
+    from ppgen.inference.program import Program
+
+    def unplated(x):
+        loc = pyro.sample("loc", dist.Normal(0.0, 3.0))
+        pyro.sample("obs", dist.Normal(x - loc, 1.0).to_event(1), obs=torch.zeros(3))
+
+    program = Program.build(unplated, {"x": torch.tensor([1.0, 2.0, 3.0])})
+    draws = {"loc": torch.tensor([0.0, 0.5, -0.3])}  # as many draws as data: broadcasts
+    fast = pointwise_log_likelihood(program, draws, vectorize=True)
+    slow = pointwise_log_likelihood(program, draws, vectorize=False)
+    assert torch.allclose(fast["obs"], slow["obs"])
