@@ -19,7 +19,7 @@ def _to_numpy_or_tensor(value, name):
     if isinstance(value, torch.Tensor):
         return value
     if hasattr(value, "to_numpy") and callable(value.to_numpy):  # pandas
-        value = value.to_numpy()
+        value = value.to_numpy(copy=True)  # pandas 3 hands out read-only views
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as exc:

@@ -16,6 +16,6 @@ naming the file, column and row at fault.
 """
 
 from .embedded import describe, load, names
-from .tables import read_csv
+from .tables import read_csv, select_columns
 
-__all__ = ["load", "names", "describe", "read_csv"]
+__all__ = ["load", "names", "describe", "read_csv", "select_columns"]

@@ -61,7 +61,7 @@ def load(name, *, as_frame=True):
             return {"J": int(raw["J"]), "y": np.asarray(raw["y"], dtype=float),
                     "sigma": np.asarray(raw["sigma"], dtype=float)}
         frame = read_csv(path)
-    return frame if as_frame else frame.to_numpy(dtype=float)
+    return frame if as_frame else frame.to_numpy(dtype=float, copy=True)
 
 
 def describe(name):

@@ -34,6 +34,8 @@ def read_csv(path, *, columns=None):
         the column and the first bad row.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DatasetError(f"{path}: is a folder, not a CSV file")
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: no such file")
     try:
@@ -43,18 +45,11 @@ def read_csv(path, *, columns=None):
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetError(f"{path}: cannot be read as CSV ({reason})") from None
+    if frame.shape[0] == 0:
+        raise DatasetError(f"{path}: has a header but no rows")
     frame = frame.drop(columns=[c for c in frame.columns if str(c).strip() in _INDEX_COLUMNS])
     if columns is not None:
-        if isinstance(columns, str):
-            columns = [c.strip() for c in columns.split(",") if c.strip()]
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise DatasetError(f"{path}: no column(s) {', '.join(map(repr, missing))}; "
-                               f"it has {', '.join(map(str, frame.columns))}")
-        text = [c for c in columns if not pd.api.types.is_numeric_dtype(frame[c])]
-        if text:
-            raise DatasetError(f"{path}: column(s) {', '.join(map(repr, text))} are not numeric")
-        frame = frame[list(columns)]
+        frame = select_columns(frame, columns, path)
     else:
         for name in frame.columns:
             column = frame[name]
@@ -69,8 +64,6 @@ def read_csv(path, *, columns=None):
         frame = frame.select_dtypes(include=["number", "bool"])
         if frame.shape[1] == 0:
             raise DatasetError(f"{path}: has no numeric column")
-    if frame.shape[0] == 0:
-        raise DatasetError(f"{path}: has a header but no rows")
     values = frame.to_numpy(dtype=float)
     bad = ~np.isfinite(values)
     if bad.any():
@@ -79,3 +72,25 @@ def read_csv(path, *, columns=None):
         raise DataError(f"{path}: column {frame.columns[col]!r} has {kind} values "
                         f"(first at data row {row + 1}); remove or impute them")
     return frame.reset_index(drop=True)
+
+
+def select_columns(frame, columns, source="data"):
+    """``frame[columns]``, checked: each column must exist and be numeric.
+
+    ``columns`` is a list of names or one comma-separated string (``"a,b"``);
+    ``source`` (a path or dataset name) starts the error messages.
+    """
+    if isinstance(columns, str):
+        columns = [c.strip() for c in columns.split(",") if c.strip()]
+    columns = list(columns)
+    if not columns:
+        raise DatasetError(f"{source}: no columns selected")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DatasetError(f"{source}: no column(s) {', '.join(map(repr, missing))}; "
+                           f"it has {', '.join(map(str, frame.columns))}")
+    text = [c for c in columns if not (pd.api.types.is_numeric_dtype(frame[c])
+                                       or pd.api.types.is_bool_dtype(frame[c]))]
+    if text:
+        raise DatasetError(f"{source}: column(s) {', '.join(map(repr, text))} are not numeric")
+    return frame[columns]

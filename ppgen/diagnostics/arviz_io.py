@@ -124,7 +124,9 @@ def trace_figure(data, var_names=None):
     """ArviZ's trace plot of ``data``'s posterior; returns the Figure."""
     az = _arviz()
     if arviz_major() < 1:
-        return _figure_of(az.plot_trace(data, var_names=var_names))
+        figure = _figure_of(az.plot_trace(data, var_names=var_names))
+        figure.set_layout_engine("constrained")  # titles and ticks otherwise overlap
+        return figure
     return _figure_of(az.plot_trace_dist(data, var_names=var_names, backend="matplotlib"))
 
 

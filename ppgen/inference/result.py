@@ -258,7 +258,7 @@ def load(path, model=None):
         generative.load_state_dict(state, strict=False)
         program = Program(model=generative.model, kwargs={"data": payload["data"]["data"]},
                           generative=generative)
-        program.analyse()
+        program.analyse(at=generative.point.as_dict())
     else:
         if model is None or not callable(model):
             raise CheckpointError(f"{path}: holds a fit of the plain Pyro program "

@@ -1,0 +1,338 @@
+"""The ``ppgen`` command.
+
+::
+
+    ppgen models                       the registered model families and their methods
+    ppgen datasets [NAME]              the embedded datasets (or one's source and licence)
+    ppgen fit MODEL --data NAME_OR_CSV --method svi|map|nuts|hmc|exact --out DIR [...]
+    ppgen demo [--out DIR] [--quick]   every family, every method, one report folder
+
+This module is the only place in ppgen that prints. Errors ppgen raises on
+purpose (:class:`ppgen.errors.PpgenError`) become one line on stderr and exit
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+import time
+
+from .errors import DataError, DatasetError, PpgenError
+
+METHOD_CHOICES = ("svi", "map", "nuts", "hmc", "exact")
+
+
+class UsageError(PpgenError, ValueError):
+    """A command line that cannot be run as given."""
+
+
+# --------------------------------------------------------------------- helpers
+def _use_agg():
+    """Plots are written to files: no window, no display needed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def _parse_value(text):
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    return text
+
+
+def parse_params(items):
+    """``["n_components=2", "covariance=diag"]`` -> ``{"n_components": 2, "covariance": "diag"}``.
+
+    Values are read as int, then float, then ``true``/``false``/``none``, else kept as text.
+    """
+    params = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--param {item!r}: expected key=value, e.g. --param n_components=2")
+        params[key] = _parse_value(value.strip())
+    return params
+
+
+def load_table(spec, columns=None):
+    """A DataFrame from an embedded dataset name or a CSV path (numeric columns)."""
+    from . import datasets
+
+    if spec.lower() in datasets.names():
+        loaded = datasets.load(spec)
+        if isinstance(loaded, dict):
+            raise DatasetError(f"dataset {spec!r} is not a table (it holds {', '.join(loaded)}); "
+                               "`ppgen fit` needs a table of numbers")
+        return loaded if columns is None else datasets.select_columns(loaded, columns, spec)
+    if os.path.exists(spec) or spec.lower().endswith(".csv") or os.sep in spec:
+        return datasets.read_csv(spec, columns=columns)
+    raise DatasetError(f"unknown dataset {spec!r}: not an embedded dataset "
+                       f"({', '.join(datasets.names())}) nor a CSV file")
+
+
+def build_model(cls, params, n_columns):
+    """``cls(**params)``, with ``dim`` from the data when the class takes it and it is not given."""
+    signature = inspect.signature(cls.__init__)
+    accepted = {name: p for name, p in signature.parameters.items()
+                if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise UsageError(f"{cls.__name__} has no parameter(s) {', '.join(unknown)}; "
+                         f"it takes {', '.join(accepted) or 'none'}")
+    params = dict(params)
+    if "dim" in accepted and "dim" not in params:
+        params["dim"] = n_columns
+    missing = [name for name, p in accepted.items() if p.default is p.empty and name not in params]
+    if missing:
+        raise UsageError(f"{cls.__name__} needs " + " ".join(f"--param {m}=..." for m in missing))
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise UsageError(f"{cls.__name__}: {exc}") from None
+
+
+def build_method(args):
+    """The inference method object from ``fit``'s options."""
+    from .inference import HMC, MAP, NUTS, SVI, Exact
+
+    name = args.method
+    given = {"--num-steps": args.num_steps, "--num-samples": args.num_samples,
+             "--warmup": args.warmup, "--chains": args.chains}
+    applies = {"svi": ("--num-steps", "--num-samples"), "map": ("--num-steps",),
+               "nuts": ("--num-samples", "--warmup", "--chains"),
+               "hmc": ("--num-samples", "--warmup", "--chains"), "exact": ("--num-samples",)}
+    extra = [flag for flag, value in given.items() if value is not None and flag not in applies[name]]
+    if extra:
+        raise UsageError(f"{', '.join(extra)} do(es) not apply to --method {name} "
+                         f"(it takes {', '.join(applies[name])})")
+    if name in ("svi", "map"):
+        kwargs = {"num_steps": args.num_steps}
+        if name == "svi":
+            kwargs["num_posterior_samples"] = args.num_samples
+        return (SVI if name == "svi" else MAP)(**{k: v for k, v in kwargs.items() if v is not None})
+    if name in ("nuts", "hmc"):
+        kwargs = {"num_samples": args.num_samples, "warmup": args.warmup, "chains": args.chains}
+        return (NUTS if name == "nuts" else HMC)(**{k: v for k, v in kwargs.items() if v is not None})
+    return Exact(**({} if args.num_samples is None else {"num_samples": args.num_samples}))
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# --------------------------------------------------------------------- commands
+def cmd_models(args, out):
+    from .models import registry
+
+    rows = registry.table()
+    headers = {"model": "model", "methods": "methods", "log_prob": "log_prob", "summary": "summary"}
+    widths = {k: max(len(h), *(len(str(r[k])) for r in rows)) for k, h in headers.items()}
+    line = "  ".join(f"{headers[k]:<{widths[k]}}" for k in headers)
+    print(line.rstrip(), file=out)
+    print("  ".join("-" * widths[k] for k in headers), file=out)
+    for row in rows:
+        print("  ".join(f"{str(row[k]):<{widths[k]}}" for k in headers).rstrip(), file=out)
+    return 0
+
+
+def cmd_datasets(args, out):
+    from . import datasets
+
+    if args.name:
+        print(datasets.describe(args.name), file=out)
+        return 0
+    for name in datasets.names():
+        print(datasets.describe(name).splitlines()[0], file=out)
+    print("\n`ppgen datasets NAME` shows a dataset's source and licence.", file=out)
+    return 0
+
+
+def cmd_fit(args, out):
+    _use_agg()
+    import ppgen
+
+    from . import diagnostics
+    from .inference import MAP, Exact
+    from .models import registry
+    from .report import point_log_likelihood, quiet
+
+    cls = registry.model_class(args.model)
+    frame = load_table(args.data, args.columns)
+    model = build_model(cls, parse_params(args.param), frame.shape[1])
+    method = build_method(args)
+    data = frame.to_numpy(dtype=float, copy=True)
+    progress = not args.no_progress
+    start = time.perf_counter()
+    try:
+        if (isinstance(method, Exact) and model.supports("exact") and model.supports("map")
+                and not hasattr(model, "exact_posterior")):
+            # Continuous sites cannot be enumerated: fix them at a MAP estimate first.
+            print(f"exact: fixing {cls.__name__}'s continuous sites at a MAP estimate first", file=out)
+            map_fit = ppgen.fit(model, data, MAP(), seed=args.seed, progress=progress)
+            method = Exact(params=map_fit, num_samples=method.num_samples)
+        fit = ppgen.fit(model, data, method, seed=args.seed, progress=progress)
+    except DataError as exc:
+        if frame.shape[1] > 1 and "expected" in str(exc):
+            raise DataError(f"{_one_line(exc)} (the data have columns {', '.join(frame.columns)}; "
+                            "pick some with --columns)") from None
+        raise
+    seconds = time.perf_counter() - start
+
+    os.makedirs(args.out, exist_ok=True)
+    written = []
+
+    def path(name):
+        written.append(os.path.join(args.out, name))
+        return written[-1]
+
+    with quiet():
+        fit.to_arviz().to_netcdf(path("posterior.nc"))
+        summary = fit.summary()
+    summary.to_csv(path("summary.csv"))
+    fit.save(path("fit.pt"))
+    plots = []
+    if fit.losses:
+        plots.append(("loss.png", lambda: diagnostics.plot_loss(fit)))
+    if method.name in ("nuts", "hmc"):
+        sites = [s for s in model.global_sites() if s in fit.posterior] or None
+        plots.append(("trace.png", lambda: diagnostics.plot_trace(fit, var_names=sites)))
+    if data.ndim == 2 and data.shape[1] <= 2 or data.ndim == 1:
+        plots.append(("samples.png", lambda: diagnostics.plot_samples(
+            fit.sample(min(2000, 2 * data.shape[0]), seed=args.seed), fit.data)))
+    for name, make in plots:
+        with quiet():
+            diagnostics.save_figure(make(), path(name))
+
+    shown = [s for s in model.global_sites() if s in fit.posterior]
+    print(f"{cls.__name__} fitted by {method.name} on {args.data} "
+          f"({frame.shape[0]} x {frame.shape[1]}: {', '.join(map(str, frame.columns))}) "
+          f"in {seconds:.1f} s", file=out)
+    print(f"log p(x) per datum at the point estimate: {point_log_likelihood(fit):.4f} nats",
+          file=out)
+    if fit.log_evidence is not None:
+        print(f"log evidence: {fit.log_evidence:.4f} nats", file=out)
+    rows = summary.loc[[i for i in summary.index if i.split("[")[0] in shown]] if shown else summary
+    if 0 < len(rows) <= 40:
+        import pandas as pd
+
+        with pd.option_context("display.width", 120, "display.max_columns", 20):
+            print(rows.to_string(float_format=lambda v: f"{v:.4g}"), file=out)
+    print("wrote " + ", ".join(written), file=out)
+    return 0
+
+
+def cmd_demo(args, out):
+    _use_agg()
+    from .report import run_demo
+
+    print(f"ppgen demo: fitting every model family ({'quick' if args.quick else 'full'} settings) "
+          f"into {args.out}/", file=out)
+
+    def on_fit(record):
+        if record["status"] == "ok":
+            print(f"  {record['family']:<16} {record['method']:<6} {record['seconds']:7.2f} s   "
+                  f"log p(x)/datum {record['loglik_point']:9.4f} nats", file=out, flush=True)
+        else:
+            print(f"  {record['family']:<16} {record['method']:<6} {record['status']}", file=out,
+                  flush=True)
+
+    result = run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
+                      on_fit=on_fit)
+    print(f"report: {result.report} ({result.seconds:.1f} s)", file=out)
+    if result.problems:
+        print(f"ppgen demo: {len(result.problems)} problem(s):", file=sys.stderr)
+        for problem in result.problems:
+            print(f"  {_one_line(problem)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------- parser
+def build_parser():
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ppgen", description="Generative models as Pyro programs: fit, compare, report.")
+    parser.add_argument("--version", action="version", version=f"ppgen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("models", help="list the registered model families and their methods")
+    p.set_defaults(run=cmd_models)
+
+    p = sub.add_parser("datasets", help="list the embedded datasets, or describe one")
+    p.add_argument("name", nargs="?", help="a dataset to describe (source, columns, licence)")
+    p.set_defaults(run=cmd_datasets)
+
+    p = sub.add_parser(
+        "fit", help="fit a registered model to a dataset or CSV file",
+        description="Fit MODEL to data and write DIR/posterior.nc (ArviZ), DIR/summary.csv, "
+                    "DIR/fit.pt (ppgen.load) and PNG plots. With --method exact, a model "
+                    "without a closed-form posterior has its continuous sites fixed at a MAP "
+                    "estimate first.")
+    p.add_argument("model", metavar="MODEL", help="a registered family (see `ppgen models`)")
+    p.add_argument("--data", required=True, metavar="NAME_OR_CSV",
+                   help="an embedded dataset (see `ppgen datasets`) or a CSV file path")
+    p.add_argument("--method", required=True, choices=METHOD_CHOICES)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model constructor argument, e.g. --param n_components=2 (repeatable); "
+                        "dim defaults to the number of data columns")
+    p.add_argument("--columns", metavar="A,B", help="the data columns to use (default: all numeric)")
+    p.add_argument("--num-steps", type=int, help="optimisation steps (svi, map)")
+    p.add_argument("--num-samples", type=int,
+                   help="posterior draws (nuts, hmc, exact; guide draws for svi)")
+    p.add_argument("--warmup", type=int, help="warm-up steps per chain (nuts, hmc)")
+    p.add_argument("--chains", type=int, help="chains (nuts, hmc)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_fit)
+
+    p = sub.add_parser(
+        "demo", help="fit every family with each of its methods; write a report folder",
+        description="Fit every registered family on embedded data with each method it "
+                    "supports, compare the fits (PSIS-LOO), and write DIR/report.md with CSV "
+                    "tables and PNG plots. Exit code 1 if any fit, plot or comparison failed.")
+    p.add_argument("--out", default="ppgen-report", metavar="DIR",
+                   help="report folder (default: ppgen-report)")
+    p.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    """Run the ``ppgen`` command; return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    try:
+        return args.run(args, sys.stdout)
+    except PpgenError as exc:
+        print(f"ppgen {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ppgen {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ppgen {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

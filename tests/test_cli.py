@@ -1,0 +1,174 @@
+"""Smoke: the ``ppgen`` command end to end, in-process (``main([...])``) with tiny settings."""
+
+import csv
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import ppgen
+from ppgen.cli import main, parse_params
+from ppgen.errors import PpgenError
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def summary_rows(path):
+    with open(path, newline="") as handle:
+        return [row[0] for row in csv.reader(handle)][1:]
+
+
+def test_models_lists_families_and_methods(capsys):
+    code, out, err = run(capsys, "models")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["model", "methods", "log_prob"]
+    row = next(line for line in lines if line.startswith("GaussianMixture"))
+    assert "svi, map, nuts, hmc, exact" in row and "exact" in row
+    for name in ppgen.models.registry.families():
+        assert any(line.startswith(name) for line in lines), name
+
+
+def test_datasets_command(capsys):
+    code, out, _ = run(capsys, "datasets")
+    assert code == 0
+    assert all(name in out for name in ppgen.datasets.names())
+    code, out, _ = run(capsys, "datasets", "faithful")
+    assert code == 0 and "Härdle" in out
+
+
+def test_parse_params():
+    assert parse_params(["n_components=2", "loc_scale=2.5", "covariance=diag", "flag=true"]) == {
+        "n_components": 2, "loc_scale": 2.5, "covariance": "diag", "flag": True}
+    with pytest.raises(PpgenError, match="key=value"):
+        parse_params(["n_components"])
+
+
+@pytest.mark.filterwarnings("ignore:Singular sample detected")  # ppgen.load traces the prior
+def test_fit_map_writes_outputs(capsys, tmp_path):
+    out_dir = tmp_path / "gmm"
+    code, out, err = run(capsys, "fit", "GaussianMixture", "--data", "faithful", "--method", "map",
+                         "--param", "n_components=2", "--out", str(out_dir), "--no-progress")
+    assert code == 0, err
+    for name in ("posterior.nc", "summary.csv", "fit.pt", "loss.png", "samples.png"):
+        assert (out_dir / name).is_file(), name
+    assert "GaussianMixture fitted by map" in out
+    import arviz as az
+
+    idata = az.from_netcdf(out_dir / "posterior.nc")
+    assert {"posterior", "log_likelihood", "observed_data"} <= set(idata.groups())
+    assert idata.posterior["locs"].shape == (1, 1, 2, 2)  # dim came from the data's 2 columns
+    assert any(row.startswith("weights") for row in summary_rows(out_dir / "summary.csv"))
+    fit = ppgen.load(out_dir / "fit.pt")
+    assert type(fit.model).__name__ == "GaussianMixture" and fit.model.n_components == 2
+
+
+def test_fit_nuts_on_csv(capsys, tmp_path):
+    data = tmp_path / "values.csv"
+    data.write_text("id,value,note\n" + "".join(
+        f"{i},{v},obs{i}\n" for i, v in enumerate([1.2, 0.4, 2.2, 1.9, 0.7, 1.1, 1.6, 0.9])))
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "fit", "ConjugateNormal", "--data", str(data), "--columns", "value",
+                         "--method", "nuts", "--num-samples", "50", "--warmup", "50",
+                         "--chains", "1", "--seed", "3", "--out", str(out_dir), "--no-progress")
+    assert code == 0, err
+    for name in ("posterior.nc", "summary.csv", "fit.pt", "trace.png", "samples.png"):
+        assert (out_dir / name).is_file(), name
+    assert set(summary_rows(out_dir / "summary.csv")) == {"mean", "variance"}
+    fit = ppgen.load(out_dir / "fit.pt")
+    assert (fit.num_chains, fit.num_draws) == (1, 50)
+
+
+def test_fit_exact_fixes_continuous_sites_at_map(capsys, tmp_path):
+    code, out, err = run(capsys, "fit", "GaussianMixture", "--data", "geyser", "--method", "exact",
+                         "--param", "n_components=2", "--param", "covariance=diag",
+                         "--num-samples", "20", "--out", str(tmp_path), "--no-progress")
+    assert code == 0, err
+    assert "MAP estimate first" in out and "log evidence" in out
+    assert (tmp_path / "posterior.nc").is_file()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--data", "old_faithful"], ["unknown dataset 'old_faithful'", "faithful", "geyser"]),
+    (["--data", "missing/nowhere.csv"], ["missing/nowhere.csv", "no such file"]),
+    (["--data", "faithful", "--columns", "eruptions,height"], ["'height'", "eruptions, waiting"]),
+    (["--data", "eight_schools"], ["not a table"]),
+])
+def test_data_errors_exit_2_with_one_line(capsys, tmp_path, argv, words):
+    code, out, err = run(capsys, "fit", "GaussianMixture", "--method", "map", "--param",
+                         "n_components=2", "--out", str(tmp_path / "x"), "--no-progress", *argv)
+    assert code == 2
+    assert err.endswith("\n") and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("ppgen fit: error: ")
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["Nope", "--method", "map"], ["unknown model 'Nope'", "GaussianMixture"]),
+    (["GaussianMixture", "--method", "map"], ["--param n_components="]),
+    (["GaussianMixture", "--method", "map", "--param", "n_component=2"], ["n_component", "n_components"]),
+    (["PPCA", "--method", "exact", "--param", "latent_dim=1"], ["does not support Exact"]),
+    (["ConjugateNormal", "--method", "map"], ["1-D", "--columns"]),
+    (["ConjugateNormal", "--method", "svi", "--warmup", "5"], ["--warmup", "svi"]),
+    (["ConjugateNormal", "--method", "nuts", "--chains", "0", "--columns", "waiting"], ["chains"]),
+])
+def test_model_and_method_errors_exit_2(capsys, tmp_path, argv, words):
+    model, *rest = argv
+    code, _, err = run(capsys, "fit", model, "--data", "faithful", "--out", str(tmp_path / "x"),
+                       "--no-progress", *rest)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err
+
+
+def test_usage_errors_return_codes(capsys):
+    assert main([]) == 2
+    assert main(["fit", "GaussianMixture", "--data", "faithful", "--method", "bogus",
+                 "--out", "x"]) == 2
+    assert main(["--version"]) == 0
+    capsys.readouterr()
+
+
+def test_demo_quick(capsys, tmp_path):
+    out_dir = tmp_path / "report"
+    code, out, err = run(capsys, "demo", "--quick", "--out", str(out_dir), "--no-progress")
+    assert code == 0, err
+    report = (out_dir / "report.md").read_text()
+    assert report.startswith("# ppgen demo report")
+    families = ppgen.models.registry.families()
+    for name in families:
+        assert f"## {name}" in report, name
+    assert "Comparison (PSIS-LOO" in report and "elpd_loo" in report
+    pngs = sorted(p.name for p in (out_dir / "plots").glob("*.png"))
+    assert pngs and "GaussianMixture_nuts_samples.png" in pngs
+    with open(out_dir / "tables" / "fits.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["family"] for row in rows} == set(families)
+    assert all(row["status"] == "ok" for row in rows)
+    assert (out_dir / "tables" / "ConjugateNormal_compare.csv").is_file()
+    assert "report:" in out
+
+
+def test_console_script_runs_models():
+    exe = shutil.which("ppgen")
+    if exe is None:
+        pytest.skip("the `ppgen` console script is not installed (pip install -e .)")
+    result = subprocess.run([exe, "models"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "GaussianMixture" in result.stdout
+
+
+def test_module_entry_point_runs_models():
+    result = subprocess.run([sys.executable, "-m", "ppgen.cli", "models"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "ConjugateNormal" in result.stdout
