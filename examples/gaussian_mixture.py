@@ -24,7 +24,7 @@ print("component means:\n", gmm.point_params()["locs"])
 exact = ppgen.fit(gmm, x, Exact(num_samples=100), seed=0)
 print("first five responsibilities:\n", exact.marginals["assignment"][:5])
 
-draws = 100 if quick else 500
+draws = 40 if quick else 500
 nuts = ppgen.fit(gmm, x, NUTS(num_samples=draws, warmup=draws, chains=2), seed=0, progress=not quick)
 print(nuts.summary(var_names=["weights", "locs"]))
 print("divergences:", int(nuts.sample_stats["diverging"].sum()))

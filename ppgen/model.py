@@ -73,8 +73,10 @@ class GenerativeModel(PyroModule):
     def model(self, data=None, *, n=None, subsample_size=None):
         raise NotImplementedError(f"{type(self).__name__} must define model()")
 
-    def log_likelihood(self, data, params):
-        """Per-datum log-likelihood, shape ``(S, N)``, for ``S`` parameter draws."""
+    def log_likelihood(self, data, params, **kwargs):
+        """Per-datum log-likelihood, shape ``(S, N)``, for ``S`` parameter draws.
+
+        ``kwargs`` are the other keywords of :meth:`data_kwargs`, if any."""
         raise NotImplementedError(f"{type(self).__name__} must define log_likelihood()")
 
     def sample(self, n, params=None):
@@ -85,7 +87,7 @@ class GenerativeModel(PyroModule):
         """The constructor arguments, as plain JSON-able values (for ``save``)."""
         raise NotImplementedError(f"{type(self).__name__} must define get_config()")
 
-    def initialize(self, data, generator=None):
+    def initialize(self, data, generator=None, **kwargs):
         """Set the point parameters from data (a sensible start for optimisers)."""
 
     @classmethod
@@ -110,6 +112,21 @@ class GenerativeModel(PyroModule):
     def check_data(self, data, name="data"):
         """Return ``data`` as a checked tensor on the model's device and dtype."""
         return as_tensor(data, name, dtype=self.dtype, device=self.device)
+
+    def data_kwargs(self, data, name="data"):
+        """The keyword arguments of :meth:`model` that carry ``data``.
+
+        ``{"data": checked tensor}`` by default; families whose data need more
+        than one tensor (sequences with their lengths) return more keywords,
+        and receive them back in :meth:`model`, :meth:`log_likelihood`,
+        :meth:`initialize`, :meth:`replicate` and ``fit_map``. Every value's
+        first dimension indexes data points.
+        """
+        return {"data": self.check_data(data, name)}
+
+    def replicate(self, params, **kwargs):
+        """One replicate of the observed data set at ``params`` (for predictive checks)."""
+        return self.sample(kwargs["data"].shape[0], params=params)
 
     def point_params(self):
         """The current point estimate of every global site, by site name."""
@@ -138,9 +155,9 @@ class GenerativeModel(PyroModule):
 
     def log_prob(self, data):
         """Per-datum :math:`\\log p(x_i)` in nats at the point parameters."""
-        data = self.check_data(data)
+        kwargs = self.data_kwargs(data)
         params = {k: v.unsqueeze(0) for k, v in self.point_params().items()}
-        return self.log_likelihood(data, params)[0]
+        return self.log_likelihood(params=params, **kwargs)[0]
 
     def score(self, data):
         """Mean log-likelihood per datum in nats (scikit-learn's ``score``)."""

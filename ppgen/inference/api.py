@@ -82,22 +82,24 @@ def _program(model, data, method, guide, device, dtype, generator):
             model.to(device)
         if dtype is not None:
             model.to(dtype)
-        data = model.check_data(data)
+        kwargs = model.data_kwargs(data)
         val = getattr(method, "validation", None)
         if isinstance(val, float):
-            perm = torch.randperm(data.shape[0], generator=generator).to(data.device)
-            n_val = max(1, int(round(val * data.shape[0])))
-            data, val = data[perm[n_val:]], data[perm[:n_val]]
-        if val is not None:
-            validation = {"data": model.check_data(val, "validation")}
+            size = kwargs["data"].shape[0]
+            perm = torch.randperm(size, generator=generator).to(kwargs["data"].device)
+            n_val = max(1, int(round(val * size)))
+            validation = {k: v[perm[:n_val]] for k, v in kwargs.items()}
+            kwargs = {k: v[perm[n_val:]] for k, v in kwargs.items()}
+        elif val is not None:
+            validation = model.data_kwargs(val, "validation")
         em_result = None
         if _uses_em(model, method):
             # The EM solver seeds itself; solving before tracing gives the trace sane values.
-            em_result = model.fit_map(data, max_iter=method.max_iter, tol=method.tol,
+            em_result = model.fit_map(**kwargs, max_iter=method.max_iter, tol=method.tol,
                                       n_init=method.n_init, generator=generator)
         elif not model.point.as_dict():
-            model.initialize(data, generator)
-        program = Program.build(model.model, {"data": data}, guide=guide or model.guide,
+            model.initialize(generator=generator, **kwargs)
+        program = Program.build(model.model, kwargs, guide=guide or model.guide,
                                 generative=model, at=model.point.as_dict())
         return program, validation, em_result
     if not callable(model):

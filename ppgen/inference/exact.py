@@ -43,7 +43,7 @@ def run_exact(program, method, *, params):
     start = time.perf_counter()
     generative = program.generative
     if generative is not None and hasattr(generative, "exact_posterior"):
-        marginals, sampler, log_evidence = generative.exact_posterior(program.kwargs["data"])
+        marginals, sampler, log_evidence = generative.exact_posterior(**program.kwargs)
         draws = {k: v.unsqueeze(0) for k, v in sampler(method.num_samples).items()}
         return {"log_evidence": float(log_evidence), "marginals": marginals,
                 "map_assignment": {}, "posterior": draws,

@@ -65,8 +65,8 @@ def pointwise_log_likelihood(program, draws, vectorize=True, chunk=500):
     generative = program.generative
     if generative is not None:
         params = {k: v for k, v in draws.items() if k in generative.global_sites()}
-        data = program.kwargs["data"]
-        return {generative.observed_site: generative.log_likelihood(data, params)}
+        kwargs = {k: v for k, v in program.kwargs.items() if k != "subsample_size"}
+        return {generative.observed_site: generative.log_likelihood(params=params, **kwargs)}
     names = [s.name for s in program.continuous_sites if s.name in draws]
     num = next(iter(draws.values())).shape[0] if draws else 1
     with torch.no_grad(), poutine.block():

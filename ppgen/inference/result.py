@@ -103,8 +103,7 @@ class Fit:
         total = self.num_chains * self.num_draws
         if self.program.generative is not None:
             model = self.program.generative
-            x = model.check_data(x, "x")
-            program = Program(model=model.model, kwargs={"data": x}, generative=model)
+            program = Program(model=model.model, kwargs=model.data_kwargs(x, "x"), generative=model)
             parts = []
             for start in range(0, total, chunk):
                 part = {k: v[start:start + chunk] for k, v in flat.items()}
@@ -166,12 +165,11 @@ class Fit:
         model = self.program.generative
         if model is not None:
             flat = self.flat_posterior()
-            n = self.data.shape[0]
             reps = []
             with torch.no_grad():
                 for i in idx.tolist():
                     params = {k: v[i] for k, v in flat.items() if k in model.global_sites()}
-                    reps.append(model.sample(n, params=params))
+                    reps.append(model.replicate(params, **self.program.kwargs))
             values = {model.observed_site: torch.stack(reps)}
         else:
             values = self._replicate(idx)
@@ -256,8 +254,7 @@ def load(path, model=None):
             if key.startswith("point."):
                 generative.point.set(key[len("point."):], value)
         generative.load_state_dict(state, strict=False)
-        program = Program(model=generative.model, kwargs={"data": payload["data"]["data"]},
-                          generative=generative)
+        program = Program(model=generative.model, kwargs=dict(payload["data"]), generative=generative)
         program.analyse(at=generative.point.as_dict())
     else:
         if model is None or not callable(model):
