@@ -97,7 +97,7 @@ _WORD = re.compile(r'(?:[^\s{}()\[\];,|"/]|/(?![/*]))+')
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
 _UNESCAPE = re.compile(r"\\(.)", re.S)
 _RAW_PIECE = re.compile(r'[^;"/]+|/(?![/*])|"(?:[^"\\]|\\.)*"|//[^\n]*|/\*.*?\*/', re.S)
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _COUNT = re.compile(r"[0-9]+")
 _NUMBER_RUN = re.compile(rf"\s*({_NUMBER.pattern}(?:\s*,\s*{_NUMBER.pattern}|\s+{_NUMBER.pattern})*)\s*;")
 _SEPARATORS = re.compile(r"[\s,]+")
@@ -555,7 +555,7 @@ def write_bif(net: BIFNetwork, path) -> None:
     path = os.fspath(path)
     data = format_bif(net).encode("utf-8")
     if path.endswith(".gz"):
-        data = gzip.compress(data, mtime=0)
+        data = gzip.compress(data, compresslevel=6, mtime=0)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
