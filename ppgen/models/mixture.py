@@ -93,15 +93,17 @@ class GaussianMixture(GenerativeModel):
         return as_tensor(data, name, dtype=self.dtype, device=self.device, ndim=2, dim=self.dim)
 
     # ------------------------------------------------------------ priors
-    def _priors(self):
+    def _priors(self, validate=None):
         K, D = self.n_components, self.dim
-        weights = dist.Dirichlet(self.weight_concentration.expand(K))
-        locs = dist.Normal(self.loc_mean, self.loc_scale).expand([D]).to_event(1)
+        weights = dist.Dirichlet(self.weight_concentration.expand(K), validate_args=validate)
+        locs = dist.Normal(self.loc_mean, self.loc_scale, validate_args=validate).expand([D]).to_event(1)
         if self.covariance == "full":
             eye = torch.eye(D, dtype=self.dtype, device=self.device)
-            precision = dist.Wishart(self.precision_df, scale_tril=eye * self.precision_rate.rsqrt())
+            precision = dist.Wishart(self.precision_df, scale_tril=eye * self.precision_rate.rsqrt(),
+                                     validate_args=validate)
         else:
-            precision = dist.Gamma(self.precision_df / 2, self.precision_rate / 2).expand([D]).to_event(1)
+            precision = dist.Gamma(self.precision_df / 2, self.precision_rate / 2,
+                                   validate_args=validate).expand([D]).to_event(1)
         return weights, locs, precision
 
     def _component(self, locs, precision):
@@ -242,7 +244,7 @@ class GaussianMixture(GenerativeModel):
         """
         start = time.perf_counter()
         data = self.check_data(data)
-        priors = self._priors()
+        priors = self._priors(validate=False)  # ECM's own iterates are valid by construction
         best = None
         for _ in range(n_init):
             resp = self._kmeans_start(data, generator)
