@@ -16,6 +16,7 @@ program has only the global sites ``"loc"`` (:math:`\\mu`), ``"weight"``
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 
@@ -26,6 +27,8 @@ import torch
 from ..data import as_tensor
 from ..errors import ModelError
 from ..model import GenerativeModel
+
+log = logging.getLogger("ppgen")
 
 
 def _positive_int(name, value):
@@ -71,6 +74,10 @@ class _LinearGaussian(GenerativeModel):
                 f"latent_dim must be smaller than dim, got latent_dim={self.latent_dim}, dim={dim}"
             )
         self.dim = dim
+        if isinstance(self, FactorAnalysis) and (dim - self.latent_dim) ** 2 < dim + self.latent_dim:
+            # Ledermann bound: more parameters than covariances, so W and Psi are not identified.
+            log.warning("FactorAnalysis(latent_dim=%d) on %d features is not identified "
+                        "((D - L)^2 < D + L); expect poor NUTS mixing", self.latent_dim, dim)
         like = self.prior_loc_scale
         self.register_buffer("prior_loc", like.new_zeros(dim))
         self.register_buffer("prior_weight", like.new_zeros(dim, self.latent_dim))

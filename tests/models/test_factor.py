@@ -180,3 +180,15 @@ def test_bad_data_raises_data_error(cls):
         model.log_prob(bad)
     with pytest.raises(ModelError, match="latent_dim"):
         cls(3).check_data(data[:, :2])  # inferred dim too small for the latent space
+
+
+def test_unidentified_factor_analysis_is_flagged(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="ppgen"):
+        FactorAnalysis(1, dim=2)
+    assert "not identified" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ppgen"):
+        FactorAnalysis(1, dim=5)
+    assert "not identified" not in caplog.text
