@@ -9,6 +9,7 @@ import logging
 
 import pyro
 import torch
+from torch.distributions import biject_to
 
 from ..data import as_kwargs
 from ..errors import DataError, MethodError
@@ -135,7 +136,14 @@ def _init_values(program):
     generative = program.generative
     if generative is None or not generative.point.as_dict():
         return None
-    return {k: v for k, v in generative.point_params().items() if k in program.latent}
+    values = {}
+    for name, value in generative.point_params().items():
+        site = program.latent.get(name)
+        # A point estimate on the boundary (a CPT's exact zeros) has no finite
+        # unconstrained image: leave that site to the default initialisation.
+        if site is not None and bool(torch.isfinite(biject_to(site.support).inv(value)).all()):
+            values[name] = value
+    return values or None
 
 
 def _with_deterministic(program, posterior):

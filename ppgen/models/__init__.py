@@ -1,12 +1,14 @@
 """Model families, each a ``GenerativeModel``; ``registry`` lists them all."""
 
 from . import registry
+from .bayesnet import BayesianNetwork
 from .conjugate import BetaBernoulli, ConjugateNormal
 from .factor import PPCA, FactorAnalysis
 from .mixture import GaussianMixture
 
-for _cls in (GaussianMixture, PPCA, FactorAnalysis, ConjugateNormal, BetaBernoulli):
+for _cls in (GaussianMixture, PPCA, FactorAnalysis, ConjugateNormal, BetaBernoulli,
+             BayesianNetwork):
     registry.register(_cls)
 
-__all__ = ["GaussianMixture", "PPCA", "FactorAnalysis", "ConjugateNormal", "BetaBernoulli",
+__all__ = ["BayesianNetwork", "GaussianMixture", "PPCA", "FactorAnalysis", "ConjugateNormal", "BetaBernoulli",
            "registry"]
