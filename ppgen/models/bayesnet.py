@@ -293,11 +293,11 @@ class BayesianNetwork(BayesNetIOMixin, BayesNetQueryMixin, BayesNetLearningMixin
         cost = plan.total_size * rows
         if single or rows == 1 or (plan.max_size <= self.max_factor_size and cost <= _GROUP_ABOVE):
             return run(plan, codes)
-        patterns, inverse = torch.unique(codes >= 0, dim=0, return_inverse=True)
-        if plan.max_size <= self.max_factor_size and patterns.shape[0] * _PATTERN_COST >= cost:
+        patterns, inverse = _missing_patterns(codes)
+        if plan.max_size <= self.max_factor_size and patterns * _PATTERN_COST >= cost:
             return run(plan, codes)
         out = None
-        for p in range(patterns.shape[0]):
+        for p in range(patterns):
             index = (inverse == p).nonzero().squeeze(1)
             part = codes[index]
             value = run(make_plan(part, False), part)
@@ -344,6 +344,24 @@ class BayesianNetwork(BayesNetIOMixin, BayesNetQueryMixin, BayesNetLearningMixin
         data = model.sample(300, generator=gen)
         hide = torch.rand(data.shape, generator=gen) < missing
         return model, torch.where(hide, torch.full_like(data, -1), data)
+
+
+def _missing_patterns(codes):
+    """Number of distinct observed/missing patterns among the rows, and each row's
+    pattern index. The masks are packed 62 columns to an int64 so the unique runs
+    over a few integer columns, not one boolean column per variable."""
+    mask = (codes >= 0).long()
+    chunks = []
+    for start in range(0, mask.shape[1], 62):
+        block = mask[:, start:start + 62]
+        weights = torch.ones(block.shape[1], dtype=torch.long, device=block.device).cumsum(0) - 1
+        chunks.append((block << weights).sum(1))
+    keys = torch.stack(chunks, 1)
+    if keys.shape[1] == 1:
+        unique, inverse = torch.unique(keys[:, 0], return_inverse=True)
+    else:
+        unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    return unique.shape[0], inverse
 
 
 def _masked_observe(name, fn, column):

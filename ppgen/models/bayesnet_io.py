@@ -296,6 +296,9 @@ class BayesNetIOMixin:
             return codes
         series = series.astype(object)
         missing = series.isna().to_numpy()
+        fast = pd.Index(self.states[v], dtype=object).get_indexer(series).astype(np.int64)
+        if not ((fast == -1) & ~missing).any():  # every name known: hashed in C, done
+            return fast
         codes = series.map(lookup)
         unknown = codes.isna().to_numpy() & ~missing
         if unknown.any():  # booleans and other objects: try their text
