@@ -202,7 +202,7 @@ def point_estimate(fit):
 def point_log_likelihood(fit):
     """Mean :math:`\\log p(x_i \\mid \\hat\\theta)` over the training data, nats per datum."""
     model, data = fit.program.generative, fit.data
-    point = {k: v.detach().unsqueeze(0).to(data.dtype) for k, v in point_estimate(fit).items()}
+    point = {k: v.detach().unsqueeze(0).to(model.dtype) for k, v in point_estimate(fit).items()}
     with torch.no_grad():
         return float(model.log_likelihood(data, point)[0].mean())
 
