@@ -40,8 +40,8 @@ log = logging.getLogger("ppgen")
 
 #: Settings of the full demo and of ``--quick`` (for tests and smoke runs).
 SETTINGS = {
-    "full": {"svi_steps": 1000, "map_steps": 1000, "nuts_samples": 150, "nuts_warmup": 150,
-             "chains": 2, "draws": 500, "jit": True,
+    "full": {"svi_steps": 600, "map_steps": 600, "nuts_samples": 150, "nuts_warmup": 150,
+             "chains": 1, "draws": 500, "jit": True,
              "plots": ("loss", "trace", "samples", "ppc")},
     "quick": {"svi_steps": 60, "map_steps": 60, "nuts_samples": 30, "nuts_warmup": 30,
               "chains": 1, "draws": 100, "jit": False, "plots": ("loss", "samples")},
@@ -147,6 +147,28 @@ def _recipes():
             "BetaBernoulli", "Old Faithful: waiting > 70 min (272 indicators)",
             _tensor((waiting > 70).astype(float)), cls, ("exact", "svi", "nuts"),
             note="Exact is the closed-form Beta posterior.")
+    hmm_settings = {"chains": 1, "svi_steps": 300, "nuts_samples": 80, "nuts_warmup": 80}
+    for name in ("CategoricalHMM", "GaussianHMM", "PoissonHMM", "BernoulliHMM"):
+        if name in families:
+            cls = families[name]
+            if name == "GaussianHMM":
+                data, described = {"sequences": _tensor(_standardise(waiting))[:, None]}, \
+                    "Old Faithful waiting times as one sequence (272 steps), standardised"
+                make = functools.partial(cls, 2, 1)
+            elif name == "PoissonHMM":
+                counts = datasets.load("earthquakes")["count"].to_numpy()
+                data, described = {"sequences": _tensor(counts)}, \
+                    "yearly counts of major earthquakes 1900-2006 (one sequence, 107 steps)"
+                make = functools.partial(cls, 2)
+            else:
+                data = cls.example(0)[1]
+                described = f"{name}.example(seed=0): {data.lengths.numel()} sequences"
+                make = functools.partial(lambda c: c.example(0)[0], cls)
+            recipes[name] = Recipe(
+                name, described, data, make, ("map", "exact", "svi", "nuts"),
+                note="States summed out by the forward algorithm; Exact gives the smoothed state "
+                     "posterior at the MAP parameters. NUTS with 80 + 80 draws to keep the demo short.",
+                settings=hmm_settings)
     if "BayesianNetwork" in families:
         cls = families["BayesianNetwork"]
         _, rows = cls.example(0)
@@ -154,8 +176,8 @@ def _recipes():
             "BayesianNetwork", "300 rows forward-sampled from the asia network (8 binary variables)",
             rows, lambda: cls.example(0)[0], ("map", "exact", "svi", "nuts"),
             note="CPT learning with Dirichlet(1) priors on every row: Exact is the conjugate "
-                 "posterior; NUTS samples the 18 CPT rows (one chain here to keep the demo short).",
-            settings={"chains": 1, "svi_steps": 500})
+                 "posterior; NUTS samples the 18 CPT rows (100 + 100 draws to keep the demo short).",
+            settings={"svi_steps": 500, "nuts_samples": 100, "nuts_warmup": 100})
     return recipes
 
 
@@ -211,10 +233,11 @@ def point_estimate(fit):
 
 def point_log_likelihood(fit):
     """Mean :math:`\\log p(x_i \\mid \\hat\\theta)` over the training data, nats per datum."""
-    model, data = fit.program.generative, fit.data
+    model = fit.program.generative
     point = {k: v.detach().unsqueeze(0).to(model.dtype) for k, v in point_estimate(fit).items()}
+    kwargs = {k: v for k, v in fit.program.kwargs.items() if k != "subsample_size"}
     with torch.no_grad():
-        return float(model.log_likelihood(data, point)[0].mean())
+        return float(model.log_likelihood(params=point, **kwargs)[0].mean())
 
 
 def _fit_record(recipe, name, fit, seconds):
@@ -222,7 +245,7 @@ def _fit_record(recipe, name, fit, seconds):
     n = data.shape[0]
     loglik_point = point_log_likelihood(fit)
     with torch.no_grad():
-        lppd = float(fit.log_prob(data).mean())
+        lppd = float(fit.log_prob(recipe.data).mean())
     record = {
         "family": recipe.family, "method": name, "status": "ok", "seconds": round(seconds, 2),
         "draws": fit.num_chains * fit.num_draws,
