@@ -292,7 +292,8 @@ def main(argv=None):
                 f"log-likelihood) {'met' if same and ratio < 1 else 'NOT met'}"
                 + (" (caveat: iterations reached the 500 cap, so neither fit met its tolerance; the "
                    "time is for 500 iterations x restarts, and the log-lik gap is "
-                   "not explained: unconverged runs from different starting points)" if 500 in [res["ours_iters"], *res["theirs_iters"]] else ""))
+                   "not explained: unconverged runs from different starting points)"
+                   if 500 in [res["ours_iters"], *res["theirs_iters"]] else ""))
         jsb = None
         if JSB.exists():
             print(f"(c) JSB chorales, BernoulliHMM K={args.jsb_states} ...", file=sys.stderr)
