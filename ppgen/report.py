@@ -86,7 +86,7 @@ def _standardise(values):
 
 
 def _tensor(values):
-    return torch.as_tensor(np.asarray(values), dtype=torch.get_default_dtype())
+    return torch.tensor(np.array(values), dtype=torch.get_default_dtype())  # a copy: pandas views are read-only
 
 
 def faithful_standardised():
@@ -361,7 +361,9 @@ def run_demo(out, quick=False, seed=0, progress=True, on_fit=None, families=None
                 continue
             label = f"{family}/{method_name}"
             try:
-                method = _method(method_name, {**settings, **recipe.settings}, fits)
+                # Per-family overrides shorten the full demo; --quick is short already.
+                overrides = {} if quick else recipe.settings
+                method = _method(method_name, {**settings, **overrides}, fits)
                 start = time.perf_counter()
                 fit = ppgen_fit(recipe.make_model(), recipe.data, method, seed=seed, progress=progress)
                 seconds = time.perf_counter() - start
