@@ -51,8 +51,11 @@ class Program:
         """Trace the model once (at the site values ``at``, if given, rather than
         at prior draws, which can be degenerate for vague priors)."""
         model = poutine.condition(self.model, data=at) if at else self.model
+        # ppgen models check their data themselves; argument validation of every
+        # per-datum distribution would dominate this one trace on large data.
+        validate = self.generative is None
         try:
-            with pyro.poutine.block(), torch.no_grad():
+            with pyro.poutine.block(), torch.no_grad(), pyro.validation_enabled(validate):
                 trace = poutine.trace(model).get_trace(**self.kwargs)
         except (TypeError, ValueError, RuntimeError, IndexError, KeyError) as exc:
             raise ModelError(f"running the model with the given data failed: {type(exc).__name__}: {exc}") from exc
