@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
+from .elimination_backends import _NUMPY, _TORCH_DTYPE, _TorchOps
 
 #: default limit on the number of entries of one intermediate factor (per batch of rows).
 DEFAULT_MAX_FACTOR_SIZE = 2 ** 27
@@ -482,122 +483,6 @@ class Plan:
             probs = bucket.expand((bucket.shape[0],) + tuple(self.cards[a] for a in step.union))[index]
             assignment[step.var] = categorical(probs, uniforms(num))
         return assignment
-
-
-class _TorchOps:
-    """The few operations that differ between torch and numpy."""
-
-    def __init__(self, device="cpu"):
-        self.device = device
-
-    @staticmethod
-    def dtype(dtype):
-        return dtype
-
-    @staticmethod
-    def cast(x, dtype):
-        return x if x.dtype == dtype else x.to(dtype)
-
-    @staticmethod
-    def permute(x, perm):
-        return x.permute(perm)
-
-    @staticmethod
-    def max(x, dim):
-        return x.max(dim)
-
-    @staticmethod
-    def amax(x):
-        return x.amax(-1)
-
-    @staticmethod
-    def positive(x):
-        return torch.where(x > 0, x, torch.ones_like(x))
-
-    @staticmethod
-    def log(x):
-        return x.log()
-
-    @staticmethod
-    def exp(x):
-        return x.exp()
-
-    @staticmethod
-    def stack(xs):
-        return torch.stack(xs)
-
-    @staticmethod
-    def expand(x, shape):
-        return x.expand(shape)
-
-    def ones(self, shape, dtype):
-        return torch.ones(shape, dtype=dtype, device=self.device)
-
-    def zeros(self, shape, dtype):
-        return torch.zeros(shape, dtype=dtype, device=self.device)
-
-
-class _NumpyOps:
-    @staticmethod
-    def array(x):
-        return x if isinstance(x, np.ndarray) else x.detach().numpy()
-
-    @staticmethod
-    def dtype(dtype):
-        return _NUMPY_DTYPE[dtype]
-
-    @staticmethod
-    def cast(x, dtype):
-        if not isinstance(x, np.ndarray):
-            x = x.detach().numpy()
-        return x if x.dtype == dtype else x.astype(dtype)
-
-    @staticmethod
-    def permute(x, perm):
-        return x.transpose(perm)
-
-    @staticmethod
-    def max(x, dim):
-        arg = x.argmax(dim)
-        return np.take_along_axis(x, np.expand_dims(arg, dim), dim).squeeze(dim), arg
-
-    @staticmethod
-    def amax(x):
-        return x.max(-1)
-
-    @staticmethod
-    def positive(x):
-        return np.where(x > 0, x, 1.0).astype(x.dtype, copy=False)
-
-    @staticmethod
-    def log(x):
-        with np.errstate(divide="ignore"):
-            return np.log(x)
-
-    @staticmethod
-    def exp(x):
-        return np.exp(x)
-
-    @staticmethod
-    def stack(xs):
-        return np.stack(xs)
-
-    @staticmethod
-    def expand(x, shape):
-        return x if x.shape == tuple(shape) else np.broadcast_to(x, shape)
-
-    @staticmethod
-    def ones(shape, dtype):
-        return np.ones(shape, dtype=dtype)
-
-    @staticmethod
-    def zeros(shape, dtype):
-        return np.zeros(shape, dtype=dtype)
-
-
-_NUMPY = _NumpyOps()
-_NUMPY_DTYPE = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
-_TORCH_DTYPE = {np.dtype(v): k for k, v in _NUMPY_DTYPE.items()}
 
 
 def categorical(weights, uniform):
