@@ -24,10 +24,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO, infer_discrete
 
 from ..errors import MethodError
-
-
-def _empty_guide(*args, **kwargs):
-    pass
+from .likelihood import _empty_guide
 
 
 def _support_table(fn, marginal):

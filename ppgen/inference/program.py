@@ -25,7 +25,6 @@ class SiteInfo:
     name: str
     shape: tuple
     discrete: bool
-    enumerated: bool
     support: object
     batch_shape: tuple = ()
 
@@ -70,8 +69,7 @@ class Program:
                 continue
             support = site["fn"].support
             discrete = bool(getattr(support, "is_discrete", False))
-            info = SiteInfo(site["name"], tuple(site["value"].shape), discrete,
-                            site["infer"].get("enumerate") == "parallel", support,
+            info = SiteInfo(site["name"], tuple(site["value"].shape), discrete, support,
                             tuple(site["fn"].batch_shape))
             if site["infer"].get("_deterministic"):
                 self.deterministic[site["name"]] = info
