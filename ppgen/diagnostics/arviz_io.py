@@ -56,8 +56,9 @@ def from_dicts(posterior, *, sample_stats=None, log_likelihood=None, posterior_p
 
     Parameters
     ----------
-    posterior : dict of str to ndarray
-        Draws shaped ``(chain, draw, *shape)``.
+    posterior : dict of str to ndarray, or None
+        Draws shaped ``(chain, draw, *shape)``; None or empty for a model
+        with no global latent sites (a neural network's point estimate).
     sample_stats, log_likelihood, posterior_predictive : dict of str to ndarray, optional
         Also ``(chain, draw, *shape)``. ``sample_stats`` keys use ArviZ's names
         (``diverging``, ``tree_depth``, ``step_size``, ``acceptance_rate``,
@@ -80,7 +81,7 @@ def from_dicts(posterior, *, sample_stats=None, log_likelihood=None, posterior_p
     if stats and "diverging" in stats:
         stats["diverging"] = stats["diverging"].astype(bool)
     groups = {
-        "posterior": dict(posterior),
+        "posterior": _clean(posterior),
         "sample_stats": stats,
         "log_likelihood": _clean(log_likelihood),
         "posterior_predictive": _clean(posterior_predictive),

@@ -90,9 +90,13 @@ def arviz_dicts(fit, *, posterior_predictive=True, log_likelihood=True):
     dict
         Keyword arguments of :func:`ppgen.diagnostics.from_dicts`.
     """
-    if not fit.posterior:
+    generative = fit.program.generative
+    point_estimate = generative is not None and not generative.global_sites()
+    if not fit.posterior and not point_estimate:
         raise ModelError(f"{fit_name(fit)}: the fit has no posterior draws to convert")
-    posterior = _numpy_dict(fit.posterior)
+    # A family with no global latent sites (a VAE's or a flow's weights are a
+    # point estimate) has no posterior group; its data groups have one draw.
+    posterior = _numpy_dict(fit.posterior) or None
     stats = {SAMPLE_STATS_NAMES.get(name, name): _numpy(value)
              for name, value in (fit.sample_stats or {}).items()}
     observed = observed_values(fit)

@@ -14,6 +14,7 @@ from torch.distributions import biject_to
 from ..data import as_kwargs
 from ..errors import DataError, MethodError
 from ..model import GenerativeModel
+from .contrastive import run_contrastive
 from .exact import run_exact
 from .mcmc import run_mcmc
 from .methods import MAP, SVI, as_method
@@ -184,6 +185,10 @@ def _dispatch(program, method, validation, seed, progress, em_result):
         return Fit(posterior={k: v.unsqueeze(0) for k, v in draws.items()}, params=params,
                    losses=out["losses"], val_losses=out["val_losses"], guide=out["guide"],
                    timings={"fit": out["seconds"]}, **common)
+    if method.name == "cd":
+        out = run_contrastive(program, method, seed=seed, progress=progress,
+                              fingerprint=_fingerprint(program, method))
+        return Fit(posterior={}, losses=out["losses"], timings={"fit": out["seconds"]}, **common)
     if method.name in ("nuts", "hmc"):
         posterior, stats, seconds = run_mcmc(program, method, seed=seed, progress=progress,
                                              init_values=init_values)

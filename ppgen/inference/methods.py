@@ -190,7 +190,29 @@ class Exact:
     config = SVI.config
 
 
-METHODS = {cls.name: cls for cls in (SVI, MAP, NUTS, HMC, Exact)}
+@dataclass(frozen=True)
+class ContrastiveDivergence:
+    """Training of energy-based models (RBMs) by contrastive divergence.
+
+    Each update runs ``k`` block-Gibbs steps from the minibatch (CD-k) or from
+    persistent chains (``persistent=True``, PCD).
+    """
+
+    k: int = 1
+    persistent: bool = False
+    num_epochs: int = 10
+    batch_size: int = 100
+    lr: float = 0.05
+    name = "cd"
+
+    def __post_init__(self):
+        _check_positive_int("ContrastiveDivergence", k=self.k, num_epochs=self.num_epochs,
+                            batch_size=self.batch_size)
+
+    config = SVI.config
+
+
+METHODS = {cls.name: cls for cls in (SVI, MAP, NUTS, HMC, Exact, ContrastiveDivergence)}
 
 
 def as_method(method):

@@ -64,13 +64,15 @@ class Fit:
         kwargs = self.program.kwargs
         return kwargs["data"] if self.program.generative is not None else kwargs
 
+    # A fit without draws (a neural family's weights are a point estimate, kept
+    # in the model) counts as one chain of one draw: the fitted model itself.
     @property
     def num_chains(self):
-        return next(iter(self.posterior.values())).shape[0] if self.posterior else 0
+        return next(iter(self.posterior.values())).shape[0] if self.posterior else 1
 
     @property
     def num_draws(self):
-        return next(iter(self.posterior.values())).shape[1] if self.posterior else 0
+        return next(iter(self.posterior.values())).shape[1] if self.posterior else 1
 
     def __repr__(self):
         name = type(self.model).__name__ if self.program.generative is not None else \
