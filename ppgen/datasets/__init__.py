@@ -5,17 +5,20 @@ tests and ``ppgen demo`` never touch the network::
 
     >>> import ppgen
     >>> ppgen.datasets.names()
-    ['earthquakes', 'eight_schools', 'faithful', 'geyser']
+    ['digits', 'earthquakes', 'eight_schools', 'faithful', 'geyser']
     >>> ppgen.datasets.load("faithful").shape
     (272, 2)
 
 ``describe(name)`` gives each set's source and licence (``data/PROVENANCE.md``).
 ``read_csv(path)`` reads a user's CSV into a DataFrame of numeric columns and
 raises :class:`ppgen.errors.DatasetError` / :class:`ppgen.errors.DataError`
-naming the file, column and row at fault.
+naming the file, column and row at fault. ``load_mnist(root)`` reads MNIST's
+IDX files and ``load_binarized_mnist(path)`` the fixed-binarization set.
 """
 
 from .embedded import describe, load, names
+from .images import load_binarized_mnist, load_digits, load_mnist, read_idx
 from .tables import read_csv, select_columns
 
-__all__ = ["load", "names", "describe", "read_csv", "select_columns"]
+__all__ = ["load", "names", "describe", "read_csv", "select_columns", "load_digits", "load_mnist",
+           "load_binarized_mnist", "read_idx"]

@@ -9,6 +9,7 @@ from importlib import resources
 import numpy as np
 
 from ..errors import DatasetError
+from .images import load_digits
 from .tables import read_csv
 
 #: name -> (file in ``data/``, one-line description)
@@ -17,6 +18,7 @@ _EMBEDDED = {
     "geyser": ("geyser.csv", "Old Faithful (MASS), 299 eruptions: waiting (min), duration (min)"),
     "earthquakes": ("earthquakes.csv", "major (M7+) earthquakes per year, 1900-2006: year, count"),
     "eight_schools": ("eight_schools.json", "eight schools: effects y, standard errors sigma (J=8)"),
+    "digits": ("digits.npz", "8x8 handwritten digits, 1797 images, pixels scaled to [0, 1]; labels 0-9"),
 }
 
 
@@ -36,7 +38,7 @@ def _check_name(name):
     return key
 
 
-def load(name, *, as_frame=True):
+def load(name, *, as_frame=True, **kwargs):
     """Load an embedded dataset.
 
     Parameters
@@ -48,9 +50,15 @@ def load(name, *, as_frame=True):
         ``rownames`` dropped); with ``as_frame=False`` as a float64 numpy array
         of the same columns. ``eight_schools`` is always a dict
         ``{"J": int, "y": array, "sigma": array}``, ready to pass as the keyword
-        arguments of a Pyro program.
+        arguments of a Pyro program. ``digits`` is a float32 ``(1797, 64)``
+        array; ``kwargs`` go to :func:`ppgen.datasets.images.load_digits`
+        (``return_labels``, ``binarize``).
     """
     key = _check_name(name)
+    if key == "digits":
+        return load_digits(**kwargs)
+    if kwargs:
+        raise DatasetError(f"load({key!r}): unexpected arguments {sorted(kwargs)}")
     filename = _EMBEDDED[key][0]
     with resources.as_file(_resource(filename)) as path:
         if filename.endswith(".json"):
