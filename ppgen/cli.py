@@ -75,6 +75,10 @@ def load_table(spec, columns=None):
         if isinstance(loaded, dict):
             raise DatasetError(f"dataset {spec!r} is not a table (it holds {', '.join(loaded)}); "
                                "`ppgen fit` needs a table of numbers")
+        if not hasattr(loaded, "columns"):  # an array, such as the digits' pixels
+            import pandas as pd
+
+            loaded = pd.DataFrame(loaded, columns=[f"x{i}" for i in range(loaded.shape[1])])
         return loaded if columns is None else datasets.select_columns(loaded, columns, spec)
     if os.path.exists(spec) or spec.lower().endswith(".csv") or os.sep in spec:
         return datasets.read_csv(spec, columns=columns)

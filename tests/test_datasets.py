@@ -18,7 +18,7 @@ EXPECTED = {
 
 
 def test_names():
-    assert datasets.names() == ["earthquakes", "eight_schools", "faithful", "geyser"]
+    assert datasets.names() == ["digits", "earthquakes", "eight_schools", "faithful", "geyser"]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
