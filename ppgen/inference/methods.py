@@ -8,6 +8,7 @@ lists and what the CLI accepts.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Union
@@ -15,7 +16,7 @@ from typing import Any, Union
 from ..errors import MethodError
 
 GUIDES = ("normal", "mvn", "delta", "flow")
-ELBOS = ("trace", "enum", "meanfield", "graph")
+ELBOS = ("trace", "enum", "meanfield", "graph", "iwae", "renyi")
 
 
 def _check_positive_int(owner, **values):
@@ -39,11 +40,15 @@ class SVI:
         Adam's learning rate, decayed geometrically to ``lr * lr_decay`` at the end.
     clip_norm : float, optional
         Clip the gradient's global norm.
-    elbo : {"trace", "enum", "meanfield", "graph"}, optional
+    elbo : {"trace", "enum", "meanfield", "graph", "iwae", "renyi"}, optional
         Default: ``"enum"`` (TraceEnum_ELBO) when the model has enumerated
-        discrete sites, else ``"trace"``.
+        discrete sites, else ``"trace"``. ``"iwae"`` and ``"renyi"`` are the
+        per-datum importance-weighted bounds with ``num_particles`` samples per
+        datum (:mod:`ppgen.inference.elbos`).
     num_particles : int
-        Samples per ELBO estimate (vectorised).
+        Samples per ELBO estimate (vectorised); ``K`` of the IWAE/Renyi bounds.
+    renyi_alpha : float
+        The order of the Renyi bound (``elbo="renyi"``); 0 is IWAE, 1 the ELBO.
     batch_size : int, optional
         Minibatch size, drawn by the model's data plate (``subsample_size``).
     validation : float or data, optional
@@ -66,6 +71,7 @@ class SVI:
     clip_norm: float | None = None
     elbo: str | None = None
     num_particles: int = 1
+    renyi_alpha: float = 0.5
     batch_size: int | None = None
     validation: Any = None
     patience: int = 10
@@ -86,6 +92,8 @@ class SVI:
             raise MethodError(f"{owner}(guide={self.guide!r}): choose one of {GUIDES} or a callable")
         if self.elbo is not None and self.elbo not in ELBOS:
             raise MethodError(f"{owner}(elbo={self.elbo!r}): choose one of {ELBOS}")
+        if self.elbo == "renyi" and self.renyi_alpha == 1:
+            raise MethodError(f"{owner}(renyi_alpha=1) is the ordinary ELBO; use elbo='trace'")
         if not (self.lr > 0):
             raise MethodError(f"{owner}(lr={self.lr!r}) must be positive")
         if not (0 < self.lr_decay <= 1):
@@ -195,7 +203,28 @@ class ContrastiveDivergence:
     """Training of energy-based models (RBMs) by contrastive divergence.
 
     Each update runs ``k`` block-Gibbs steps from the minibatch (CD-k) or from
-    persistent chains (``persistent=True``, PCD).
+    persistent chains (``persistent=True``, PCD; ``batch_size`` chains started at
+    random data points), and moves the parameters by SGD with momentum along the
+    CD estimate of the log-likelihood gradient.
+
+    Parameters
+    ----------
+    k : int
+        Gibbs sweeps per update.
+    persistent : bool
+        Persistent CD (Tieleman 2008) instead of CD-k.
+    num_epochs, batch_size : int
+        Passes over the shuffled data, and minibatch size (the last batch of an
+        epoch may be smaller).
+    lr, momentum : float
+        SGD step size (on the mean gradient over the batch) and momentum.
+    weight_decay : float
+        L2 penalty on the weight matrices (parameters with two or more
+        dimensions), not on the biases.
+    checkpoint : str, optional
+        File written atomically every ``checkpoint_every`` updates, at the end and
+        on Ctrl-C; a later run with the same settings (``num_epochs`` may grow)
+        resumes from it (``resume=True``) and gives the uninterrupted result.
     """
 
     k: int = 1
@@ -203,11 +232,24 @@ class ContrastiveDivergence:
     num_epochs: int = 10
     batch_size: int = 100
     lr: float = 0.05
+    momentum: float = 0.5
+    weight_decay: float = 0.0
+    checkpoint: str | None = None
+    checkpoint_every: int = 500
+    resume: bool = True
     name = "cd"
 
     def __post_init__(self):
-        _check_positive_int("ContrastiveDivergence", k=self.k, num_epochs=self.num_epochs,
-                            batch_size=self.batch_size)
+        owner = "ContrastiveDivergence"
+        _check_positive_int(owner, k=self.k, num_epochs=self.num_epochs,
+                            batch_size=self.batch_size, checkpoint_every=self.checkpoint_every)
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise MethodError(f"{owner}(lr={self.lr!r}) must be a positive number")
+        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
+            raise MethodError(f"{owner}(momentum={self.momentum!r}) must be in [0, 1)")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0
+                and math.isfinite(self.weight_decay)):
+            raise MethodError(f"{owner}(weight_decay={self.weight_decay!r}) must be a non-negative number")
 
     config = SVI.config
 

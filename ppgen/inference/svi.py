@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, MethodError
 from .checkpoint import FORMAT, atomic_save, safe_load
+from .elbos import PerDatumRenyi
 
 log = logging.getLogger("ppgen")
 
@@ -65,6 +66,14 @@ def choose_elbo(program, method):
               "vectorize_particles": method.num_particles > 1}
     if name == "enum":
         return TraceEnum_ELBO(max_plate_nesting=program.max_plate_nesting, **kwargs)
+    if name in ("iwae", "renyi"):
+        if program.has_enumeration:
+            raise MethodError(f"SVI(elbo={name!r}) cannot sum out discrete sites; use elbo='enum'")
+        generative = program.generative
+        return PerDatumRenyi(alpha=0.0 if name == "iwae" else method.renyi_alpha,
+                             num_particles=method.num_particles,
+                             max_plate_nesting=max(program.max_plate_nesting, 1),
+                             data_plate=generative.data_plate if generative is not None else None)
     if program.has_enumeration and program.guide is None and not callable(method.guide):
         raise MethodError(f"SVI(elbo={name!r}) cannot sum out the discrete sites "
                           f"{[s.name for s in program.discrete_sites]}; use elbo='enum'")
@@ -257,8 +266,14 @@ def _evaluate(objective, validation_kwargs, params, state, method):
 
 
 def guide_draws(program, guide, num_samples):
-    """``num_samples`` joint draws of the continuous latent sites from the guide."""
+    """``num_samples`` joint draws of the continuous latent sites from the guide.
+
+    For a ``GenerativeModel`` only its global sites are drawn: per-datum latents
+    (a VAE's codes) belong to the amortised guide, not to the posterior kept.
+    """
     names = [s.name for s in program.continuous_sites]
+    if program.generative is not None:
+        names = [n for n in names if n in set(program.generative.global_sites())]
     if not names:
         return {}
     draws = {name: [] for name in names}
