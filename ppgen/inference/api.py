@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -186,8 +187,9 @@ def _dispatch(program, method, validation, seed, progress, em_result):
                    losses=out["losses"], val_losses=out["val_losses"], guide=out["guide"],
                    timings={"fit": out["seconds"]}, **common)
     if method.name == "cd":
-        out = run_contrastive(program, method, seed=seed, progress=progress,
-                              fingerprint=_fingerprint(program, method))
+        # num_epochs is left out of the fingerprint, as num_steps is for SVI: a run may be extended.
+        fingerprint = _fingerprint(program, dataclasses.replace(method, num_epochs=1))
+        out = run_contrastive(program, method, seed=seed, progress=progress, fingerprint=fingerprint)
         return Fit(posterior={}, losses=out["losses"], timings={"fit": out["seconds"]}, **common)
     if method.name in ("nuts", "hmc"):
         posterior, stats, seconds = run_mcmc(program, method, seed=seed, progress=progress,
@@ -202,7 +204,7 @@ def _dispatch(program, method, validation, seed, progress, em_result):
     if fixed is None and generative is not None and not hasattr(generative, "exact_posterior"):
         fixed = init_values
     out = run_exact(program, method, params=fixed)
-    return Fit(posterior=out["posterior"], params=dict(fixed or {}),
+    return Fit(posterior=out["posterior"], params=out.get("params", dict(fixed or {})),
                log_evidence=out["log_evidence"], marginals=out["marginals"],
                map_assignment=out["map_assignment"], timings={"exact": out["seconds"]}, **common)
 

@@ -16,6 +16,7 @@ Models with a closed-form posterior (``exact_posterior``) use it instead.
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import pyro
@@ -40,11 +41,7 @@ def run_exact(program, method, *, params):
     start = time.perf_counter()
     generative = program.generative
     if generative is not None and hasattr(generative, "exact_posterior"):
-        marginals, sampler, log_evidence = generative.exact_posterior(**program.kwargs)
-        draws = {k: v.unsqueeze(0) for k, v in sampler(method.num_samples).items()}
-        return {"log_evidence": float(log_evidence), "marginals": marginals,
-                "map_assignment": {}, "posterior": draws,
-                "seconds": time.perf_counter() - start}
+        return _closed_form(generative, program, method, params, start)
     params = dict(params or {})
     unknown = sorted(set(params) - set(program.latent))
     if unknown:
@@ -79,6 +76,28 @@ def run_exact(program, method, *, params):
     return {"log_evidence": log_evidence, "marginals": marginals,
             "map_assignment": map_assignment,
             "posterior": {k: v.unsqueeze(0) for k, v in draws.items()},
+            "seconds": time.perf_counter() - start}
+
+
+def _closed_form(generative, program, method, params, start):
+    """A model's own exact posterior: ``(marginals, sampler, log_evidence[, map_assignment])``.
+
+    A model whose exact posterior is conditional on its parameters (an HMM's
+    states) takes ``params``; one whose posterior is over the parameters
+    themselves (conjugate models) cannot be given any.
+    """
+    takes_params = "params" in inspect.signature(generative.exact_posterior).parameters
+    if params and not takes_params:
+        raise MethodError(f"Exact(params=...): {type(generative).__name__}'s exact posterior is over "
+                          "its parameters, which cannot also be fixed; use Exact()")
+    extra = {"params": params or None} if takes_params else {}
+    marginals, sampler, log_evidence, *rest = generative.exact_posterior(**program.kwargs, **extra)
+    draws = {k: v.unsqueeze(0) for k, v in sampler(method.num_samples).items()}
+    used = {}
+    if takes_params:
+        used = {k: v[0, 0] for k, v in draws.items() if k in set(generative.global_sites())}
+    return {"log_evidence": float(log_evidence), "marginals": marginals,
+            "map_assignment": rest[0] if rest else {}, "posterior": draws, "params": used,
             "seconds": time.perf_counter() - start}
 
 

@@ -231,25 +231,46 @@ class HiddenMarkovModel(SequenceDataMixin, BaumWelchMixin, GenerativeModel):
         log_init, log_trans, log_emit, mask = self._unbatched_terms(sequences, lengths, params)
         return algorithms.sample_posterior(log_init, log_trans, log_emit, mask, num_samples, generator)
 
-    def exact_posterior(self, data, lengths=None):
-        """The exact state posterior at the point parameters (used by ``Exact()``).
+    def exact_posterior(self, data, lengths=None, params=None):
+        """The exact state posterior given the parameters (used by ``Exact()``).
 
-        Returns ``(marginals, sampler, log_evidence)``: ``{"states": (B, T, K)}``
-        smoothing marginals; ``sampler(k)`` gives ``k`` exact joint draws of the
-        state paths ``"states"`` (``(k, B, T)``, -1 at padded steps) together with
-        the (fixed) global parameters; and :math:`\\sum_b \\log p(x_b \\mid \\theta)`.
+        ``params`` (site name -> value, any subset of :meth:`global_sites`)
+        default to the point parameters. Returns ``(marginals, sampler,
+        log_evidence, map_assignment)``: ``{"states": (B, T, K)}`` smoothing
+        marginals; ``sampler(k)`` gives ``k`` exact joint draws of the state
+        paths ``"states"`` (``(k, B, T)``, -1 at padded steps) together with the
+        (fixed) global parameters; :math:`\\sum_b \\log p(x_b \\mid \\theta)`; and
+        ``{"states": Viterbi paths (B, T)}``.
         """
-        params = self.point_params()
+        params = self._complete_params(params)
         padded, lengths = self.pack(data, lengths)
         marginals = {"states": self.posterior_states(padded, lengths, params)}
         log_evidence = self._sequence_log_prob(padded, lengths, params).sum()
+        map_assignment = {"states": self.viterbi(padded, lengths, params)}
 
         def sampler(k):
             states = self.sample_states(padded, lengths, num_samples=k, params=params)
             fixed = {name: value.expand((k,) + value.shape) for name, value in params.items()}
             return {"states": states, **fixed}
 
-        return marginals, sampler, log_evidence
+        return marginals, sampler, log_evidence, map_assignment
+
+    def _complete_params(self, params):
+        """``params`` checked by name and shape, missing sites from the point parameters."""
+        point = self.point_params()
+        if not params:
+            return point
+        unknown = sorted(set(params) - set(point))
+        if unknown:
+            raise ModelError(f"params: unknown site(s) {unknown}; {type(self).__name__} has {sorted(point)}")
+        out = dict(point)
+        for name, value in params.items():
+            value = torch.as_tensor(value, dtype=point[name].dtype, device=point[name].device)
+            if value.shape != point[name].shape:
+                raise ModelError(f"params[{name!r}]: shape {tuple(value.shape)}, expected "
+                                 f"{tuple(point[name].shape)}")
+            out[name] = value
+        return out
 
     # ------------------------------------------------------------ simulation
     def sample(self, n, length=None, params=None, *, return_states=False, generator=None):

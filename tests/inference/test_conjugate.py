@@ -95,3 +95,9 @@ def test_beta_bernoulli_exact_and_nuts(float64):
     fit = ppgen.fit(model, data, NUTS(num_samples=500, warmup=300, chains=2), seed=0, progress=False)
     mcse = float(az.mcse(fit.to_arviz(posterior_predictive=False, log_likelihood=False))["p"])
     assert abs(float(fit.flat_posterior()["p"].mean()) - a / (a + b)) < 4 * mcse
+
+
+def test_exact_refuses_fixed_params_for_a_posterior_over_params():
+    model, data = ppgen.models.BetaBernoulli.example()
+    with pytest.raises(ppgen.MethodError, match="exact posterior is over its parameters"):
+        ppgen.fit(model, data, ppgen.inference.Exact(params={"p": 0.3}), progress=False)

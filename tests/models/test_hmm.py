@@ -515,6 +515,28 @@ def test_exact_gives_the_state_posterior(float64):
     assert fit.to_arviz().log_likelihood["obs"].shape == (1, 500, data.shape[0])
 
 
+def test_exact_at_given_params_and_its_map_path(float64):
+    model, data = PoissonHMM.example()
+    model = model.double()
+    em = ppgen.fit(model, data, MAP(), seed=0, progress=False)
+    other = {"rates": em.params["rates"] * 1.5}  # not the point estimate
+    fit = ppgen.fit(model, data, Exact(params=other, num_samples=50), seed=0, progress=False)
+    params = {**em.params, **other}
+    assert torch.allclose(fit.marginals["states"], model.posterior_states(data, params=params), atol=1e-12)
+    assert fit.log_evidence == pytest.approx(float(model.log_likelihood(
+        params={k: v[None] for k, v in params.items()}, **model.data_kwargs(data)).sum()), abs=1e-8)
+    assert torch.equal(fit.map_assignment["states"], model.viterbi(data, params=params))
+    assert torch.equal(fit.params["rates"], other["rates"])
+    assert torch.equal(model.point_params()["rates"], em.params["rates"])  # the model is untouched
+    # A fit's point estimate as params, and the Viterbi path at the point parameters by default.
+    again = ppgen.fit(model, data, Exact(params=em, num_samples=5), seed=0, progress=False)
+    assert torch.equal(again.map_assignment["states"], model.viterbi(data))
+    with pytest.raises(ppgen.ModelError, match="unknown site.*'rate'"):
+        ppgen.fit(model, data, Exact(params={"rate": 1.0}), progress=False)
+    with pytest.raises(ppgen.ModelError, match="params\\['rates'\\]: shape"):
+        ppgen.fit(model, data, Exact(params={"rates": torch.ones(7)}), progress=False)
+
+
 def test_sampling_and_replicates_keep_shapes_and_lengths():
     model, data = BernoulliHMM.example()
     model.initialize(data, generator=torch.Generator().manual_seed(0))
