@@ -170,6 +170,7 @@ class BayesianNetwork(BayesNetIOMixin, BayesNetQueryMixin, BayesNetLearningMixin
         self._parent_ids = tuple(tuple(self._index[p] for p in self.parents[v]) for v in self.variables)
         self._order_ids = tuple(self._index[v] for v in self.order)
         self._state_index = {v: {s: i for i, s in enumerate(self.states[v])} for v in self.variables}
+        self._state_names = {v: pd.Index(self.states[v], dtype=object) for v in self.variables}
         self._plans = {}
         self._numpy_cache = None
         self._labels = {v: pd.Index(self.states[v], name=v) for v in self.variables}

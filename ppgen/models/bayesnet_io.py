@@ -294,10 +294,13 @@ class BayesNetIOMixin:
                 raise DataError(f"{what}: unknown state{'s' if len(bad) > 1 else ''} "
                                 f"{', '.join(map(repr, bad))} of {v!r}; its states are {self.states[v]}")
             return codes
-        series = series.astype(object)
-        missing = series.isna().to_numpy()
-        fast = pd.Index(self.states[v], dtype=object).get_indexer(series).astype(np.int64)
-        if not ((fast == -1) & ~missing).any():  # every name known: hashed in C, done
+        if series.dtype != object:
+            series = series.astype(object)
+        fast = self._state_names[v].get_indexer(series).astype(np.int64)
+        unmatched = np.flatnonzero(fast == -1)
+        missing = np.zeros(len(fast), dtype=bool)
+        missing[unmatched] = pd.isna(series.to_numpy()[unmatched])
+        if len(unmatched) == int(missing.sum()):  # every name known (hashed in C) or missing: done
             return fast
         codes = series.map(lookup)
         unknown = codes.isna().to_numpy() & ~missing
