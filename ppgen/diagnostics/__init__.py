@@ -6,13 +6,18 @@ function that knows the installed ArviZ version. ``summary``, ``loo`` and
 
 This package never imports :mod:`ppgen.inference` (the inference layer imports
 it, lazily); fits are used by their attributes. ArviZ and pyplot are imported
-only when a function needs them.
+only when a function needs them. For density models: ``dataset_log_likelihood``
+(mean log-likelihood or IWAE bound with its standard error) and ``bits_per_dim``;
+for image models: ``image_grid``, ``reconstruction_grid`` and ``latent_plot``.
 """
 
 from .arviz_io import from_dicts
 from .convert import to_arviz
+from .density import LogLikelihood, bits_per_dim, dataset_log_likelihood
+from .images import image_grid, latent_plot, reconstruction_grid
 from .plots import plot_loss, plot_ppc, plot_samples, plot_trace, save_figure
 from .summary import compare, loo, summary
 
 __all__ = ["from_dicts", "to_arviz", "summary", "loo", "compare", "plot_loss", "plot_trace",
-           "plot_samples", "plot_ppc", "save_figure"]
+           "plot_samples", "plot_ppc", "save_figure", "dataset_log_likelihood", "LogLikelihood",
+           "bits_per_dim", "image_grid", "reconstruction_grid", "latent_plot"]

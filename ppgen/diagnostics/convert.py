@@ -108,6 +108,8 @@ def arviz_dicts(fit, *, posterior_predictive=True, log_likelihood=True):
         "log_likelihood": None,
         "posterior_predictive": None,
     }
+    if generative is not None and generative.log_prob_kind == "none":
+        log_likelihood = False  # no density (an autoencoder, a GAN): nothing to score
     if log_likelihood:
         values = _numpy_dict(fit.log_likelihood())
         _check_pointwise(fit, values, out["observed_data"] or {})
