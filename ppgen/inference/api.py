@@ -128,7 +128,7 @@ def _fingerprint(program, method):
         "model": (type(generative).__name__ if generative is not None
                   else getattr(program.model, "__qualname__", "program")),
         "config": generative.get_config() if generative is not None else None,
-        "method": {k: v for k, v in method.config().items() if k not in ("num_steps", "checkpoint", "resume")},
+        "method": {k: v for k, v in method.config().items() if k not in ("num_steps", "checkpoint", "checkpoint_every", "resume")},
         "data": {k: list(v.shape) for k, v in program.kwargs.items() if isinstance(v, torch.Tensor)},
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
