@@ -247,14 +247,16 @@ def cmd_demo(args, out):
 
     def on_fit(record):
         if record["status"] == "ok":
-            print(f"  {record['family']:<16} {record['method']:<6} {record['seconds']:7.2f} s   "
-                  f"log p(x)/datum {record['loglik_point']:9.4f} nats", file=out, flush=True)
+            loglik = record["loglik_point"]
+            density = "no density" if loglik is None else f"log p(x)/datum {loglik:9.4f} nats"
+            print(f"  {record['family']:<22} {record['method']:<6} {record['seconds']:7.2f} s   {density}",
+                  file=out, flush=True)
         else:
-            print(f"  {record['family']:<16} {record['method']:<6} {record['status']}", file=out,
+            print(f"  {record['family']:<22} {record['method']:<6} {record['status']}", file=out,
                   flush=True)
 
     result = run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
-                      on_fit=on_fit)
+                      on_fit=on_fit, jobs=args.jobs)
     print(f"report: {result.report} ({result.seconds:.1f} s)", file=out)
     if result.problems:
         print(f"ppgen demo: {len(result.problems)} problem(s):", file=sys.stderr)
@@ -313,9 +315,21 @@ def build_parser():
                    help="report folder (default: ppgen-report)")
     p.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                   help="families fitted at once in worker processes (default: the CPUs available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_demo)
     return parser
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def main(argv=None):
