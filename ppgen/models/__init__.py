@@ -1,16 +1,21 @@
 """Model families, each a ``GenerativeModel``; ``registry`` lists them all."""
 
 from . import registry
+from .autoencoder import Autoencoder, DenoisingAutoencoder
 from .bayesnet import BayesianNetwork
 from .conjugate import BetaBernoulli, ConjugateNormal
+from .conv_vae import ConvVAE
 from .factor import PPCA, FactorAnalysis
 from .hmm import BernoulliHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 from .mixture import GaussianMixture
+from .vae import VAE, ConditionalVAE
 
 for _cls in (GaussianMixture, PPCA, FactorAnalysis, ConjugateNormal, BetaBernoulli,
-             BayesianNetwork):
+             BayesianNetwork,
+             VAE, ConvVAE, ConditionalVAE, Autoencoder, DenoisingAutoencoder):
     registry.register(_cls)
 
 __all__ = ["BayesianNetwork", "CategoricalHMM", "GaussianHMM", "PoissonHMM", "BernoulliHMM",
            "GaussianMixture", "PPCA", "FactorAnalysis", "ConjugateNormal", "BetaBernoulli",
+           "VAE", "ConvVAE", "ConditionalVAE", "Autoencoder", "DenoisingAutoencoder",
            "registry"]
