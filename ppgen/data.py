@@ -85,7 +85,9 @@ def as_tensor(value, name="data", *, dtype=None, device=None, ndim=None, dim=Non
         )
     if tensor.dim() > 0 and tensor.shape[0] == 0:
         raise DataError(f"{name}: is empty")
-    return tensor
+    # Row-major, so that minibatches (rows picked by index) are contiguous copies:
+    # a column-major array (numpy's Fortran order) makes every row gather ~20x slower.
+    return tensor.contiguous()
 
 
 def as_kwargs(data, *, dtype=None, device=None):

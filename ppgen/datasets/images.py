@@ -106,7 +106,7 @@ def load_binarized_mnist(path, split="train"):
             with np.load(path, allow_pickle=False) as archive:
                 if split not in archive.files:
                     raise DatasetError(f"{path}: no array {split!r} (has {', '.join(archive.files)})")
-                values = archive[split].astype(np.float32)
+                values = np.ascontiguousarray(archive[split], dtype=np.float32)
         except (OSError, ValueError) as exc:
             raise DatasetError(f"{path}: cannot read ({exc})") from None
     if values.ndim != 2 or values.shape[1] != 784:

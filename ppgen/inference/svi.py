@@ -82,20 +82,52 @@ def choose_elbo(program, method):
 
 
 class _Objective:
-    """The loss and the parameters it depends on, by stable name."""
+    """The loss and the parameters it depends on, by stable name.
 
-    def __init__(self, program, guide, elbo, kwargs):
+    For a ``GenerativeModel`` fitted in minibatches the batches are drawn here,
+    a fresh permutation of the data per epoch (every datum once per epoch, as
+    in a plain PyTorch loop), and handed to the model's and guide's data plate
+    by conditioning its subsample site; its position is part of the loop state,
+    so a resumed run draws the same batches. Pyro's argument validation is off
+    in the loop for ``GenerativeModel``s: they check their data on the way in,
+    and a loss that goes bad stops the loop anyway.
+    """
+
+    def __init__(self, program, guide, elbo, kwargs, batch_size=None):
         self.model = program.enumerated_model()
         self.modules = {"model": program.generative, "guide": guide}
         self.guide, self.elbo, self.kwargs = guide, elbo, kwargs
+        generative = program.generative
+        self.validate = generative is None
+        self.plate = generative.data_plate if generative is not None and batch_size else None
+        self.batch_size = batch_size
+        self.size = len(program.kwargs["data"]) if self.plate else None
+        self.store_params = {}
 
-    def loss(self, kwargs=None, differentiable=True):
+    def _batch(self, state):
+        """The next minibatch's indices; a new permutation when the epoch is used up."""
+        batches = state.setdefault("batches", {"order": None, "cursor": 0})
+        if batches["order"] is None or batches["cursor"] + self.batch_size > self.size:
+            batches["order"], batches["cursor"] = torch.randperm(self.size), 0
+        start = batches["cursor"]
+        batches["cursor"] = start + self.batch_size
+        return batches["order"][start:start + self.batch_size]
+
+    def loss(self, kwargs=None, differentiable=True, state=None, capture=False):
         compute = self.elbo.differentiable_loss if differentiable else self.elbo.loss
-        with poutine.trace(param_only=True) as capture:
-            loss = compute(self.model, self.guide, **(kwargs or self.kwargs))
+        model, guide = self.model, self.guide
+        if self.plate is not None and kwargs is None and state is not None:
+            idx = self._batch(state).to(self.kwargs["data"].device)
+            model = poutine.condition(model, data={self.plate: idx})
+            guide = poutine.condition(guide, data={self.plate: idx})
+        with pyro.validation_enabled(self.validate):
+            if not capture:
+                return compute(model, guide, **(kwargs or self.kwargs))
+            with poutine.trace(param_only=True) as trace:
+                loss = compute(model, guide, **(kwargs or self.kwargs))
         # Param-store values carry .unconstrained(); module parameters are themselves leaves.
         self.store_params = {name: getattr(site["value"], "unconstrained", lambda v=site["value"]: v)()
-                             for name, site in capture.trace.nodes.items()}
+                             for name, site in trace.trace.nodes.items()}
         return loss
 
     def params(self):
@@ -134,8 +166,8 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
                               "argument; plain programs subsample in their own "
                               "pyro.plate(..., subsample_size=...)")
         kwargs = program.with_kwargs(subsample_size=method.batch_size)
-    objective = _Objective(program, guide, elbo, kwargs)
-    objective.loss(differentiable=False)  # builds lazy parameters (autoguides, pyro.param)
+    objective = _Objective(program, guide, elbo, kwargs, method.batch_size)
+    objective.loss(differentiable=False, capture=True)  # builds lazy parameters (autoguides, pyro.param)
     params = objective.params()
     optimizer = torch.optim.Adam(list(params.values()), lr=method.lr)
     gamma = method.lr_decay ** (1.0 / max(method.num_steps, 1))
@@ -231,7 +263,7 @@ def _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt
     while state["step"] < method.num_steps and not state["stopped_early"]:
         check()
         optimizer.zero_grad()
-        loss = objective.loss()
+        loss = objective.loss(state=state)
         if not torch.isfinite(loss):
             raise MethodError(f"SVI: the loss became {float(loss)} at step {state['step']}; "
                               "lower lr, set clip_norm, or check the model")

@@ -57,3 +57,36 @@ def test_resume_after_interruption_matches_uninterrupted_run(float64, tmp_path, 
     assert resumed.losses == straight.losses
     for key in straight.params:
         assert torch.equal(resumed.params[key], straight.params[key])
+
+
+def test_minibatch_run_resumes_to_the_same_result(tmp_path):
+    """Epoch-wise minibatches (their permutation and position) are part of the checkpoint."""
+    data = ppgen.models.VAE.example(seed=0)[1]
+    path = tmp_path / "vae.pt"
+
+    def run(steps, checkpoint):
+        model = ppgen.models.VAE.example(seed=0)[0]
+        method = SVI(num_steps=steps, lr=0.01, batch_size=24, checkpoint=checkpoint, checkpoint_every=5)
+        fit = ppgen.fit(model, data, method, seed=3, progress=False)
+        return model, fit
+
+    whole, fit_whole = run(17, None)
+    run(9, str(path))  # stops after 9 steps, mid-epoch (64 rows, 2 batches of 24 per epoch)
+    resumed, fit_resumed = run(17, str(path))
+    assert fit_resumed.losses == fit_whole.losses
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_minibatches_visit_every_datum_once_per_epoch():
+    from ppgen.inference.program import Program
+    from ppgen.inference.svi import _Objective
+
+    model, data = ppgen.models.VAE.example(seed=0)
+    program = Program.build(model.model, model.data_kwargs(data), guide=model.guide, generative=model)
+    objective = _Objective(program, model.guide, None, program.kwargs, batch_size=20)
+    state = {}
+    epoch = torch.cat([objective._batch(state) for _ in range(len(data) // 20)])
+    assert sorted(epoch.tolist()) == sorted(set(epoch.tolist())) and len(epoch) == 60
+    first_of_next = objective._batch(state)  # 4 rows were left over: a new permutation starts
+    assert state["batches"]["cursor"] == 20 and len(first_of_next) == 20
