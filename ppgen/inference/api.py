@@ -122,13 +122,17 @@ def _uses_em(model, method):
     return isinstance(method, MAP) and method.solver != "gradient" and hasattr(model, "fit_map")
 
 
+#: Settings that do not change what a run computes, so a checkpoint resumes across them.
+UNFINGERPRINTED = ("num_steps", "checkpoint", "checkpoint_every", "resume")
+
+
 def _fingerprint(program, method):
     generative = program.generative
     described = {
         "model": (type(generative).__name__ if generative is not None
                   else getattr(program.model, "__qualname__", "program")),
         "config": generative.get_config() if generative is not None else None,
-        "method": {k: v for k, v in method.config().items() if k not in ("num_steps", "checkpoint", "checkpoint_every", "resume")},
+        "method": {k: v for k, v in method.config().items() if k not in UNFINGERPRINTED},
         "data": {k: list(v.shape) for k, v in program.kwargs.items() if isinstance(v, torch.Tensor)},
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
