@@ -143,7 +143,52 @@ def recipes():
             note="CPT learning with Dirichlet(1) priors on every row: Exact is the conjugate "
                  "posterior; NUTS samples the 18 CPT rows (100 + 100 draws to keep the demo short).",
             settings={"svi_steps": 500, "nuts_samples": 100, "nuts_warmup": 100})
+    recipes.update(deep_recipes(families))
     return recipes
+
+
+def deep_recipes(families):
+    """The neural families on the embedded 8x8 digits (and 2-D Old Faithful for flows)."""
+    out = {}
+    digits, labels = datasets.load("digits", return_labels=True)
+    pixels = torch.as_tensor(digits, dtype=torch.get_default_dtype())
+    binary = (pixels > 0.5).to(pixels.dtype)
+    described = "the embedded 8x8 digits (1,797 images, pixels in [0, 1])"
+    adam = {"lr": 3e-3, "batch_size": 128, "svi_steps": 400, "map_steps": 400}
+    continuous = {"latent_dim": 4, "likelihood": "continuous_bernoulli"}
+    mlp = {"hidden": (128, 64), **continuous}
+    makers = {  # family: (constructor arguments, data, method)
+        "VAE": ((64,), mlp, pixels, "svi"),
+        "ConvVAE": (((1, 8, 8),), {"channels": (16, 32), **continuous}, pixels.reshape(-1, 1, 8, 8), "svi"),
+        "ConditionalVAE": ((64,), {"num_classes": 10, **mlp}, (pixels, torch.as_tensor(labels)), "svi"),
+        "Autoencoder": ((64,), mlp, pixels, "map"),
+        "DenoisingAutoencoder": ((64,), mlp, pixels, "map"),
+    }
+    for name, (args, kwargs, data, method) in makers.items():
+        if name in families:
+            make = functools.partial(families[name], *args, **kwargs)
+            out[name] = Recipe(name, described + (", with labels" if name == "ConditionalVAE" else ""), data, make,
+                               (method,), settings=adam,
+                               note="Continuous Bernoulli likelihood (a density on [0, 1]^64, so log p(x) can "
+                                    "be positive); a VAE's log p(x) is the IWAE bound (k=100).")
+    for name in ("BernoulliRBM", "GaussianBernoulliRBM"):
+        if name in families:
+            cls = families[name]
+            bernoulli = name == "BernoulliRBM"
+            out[name] = Recipe(
+                name, described + (", binarized at 0.5" if bernoulli else ", standardised"),
+                binary if bernoulli else (pixels - pixels.mean(0)) / pixels.std(0).clamp_min(0.1),
+                functools.partial(cls, 64, 16), ("cd",),
+                settings={"cd_epochs": 20, "batch_size": 32, "lr": 0.05},
+                note="16 hidden units: log Z by exact enumeration of the hidden layer.")
+    faithful = faithful_standardised()
+    for name in ("RealNVP", "MAF", "NeuralSplineFlow"):
+        if name in families:
+            out[name] = Recipe(name, "Old Faithful (272 x 2), standardised", faithful,
+                               functools.partial(families[name], 2), ("map",),
+                               settings={"lr": 5e-3, "map_steps": 500},
+                               note="Maximum likelihood by gradient ascent (MAP with no prior on the weights).")
+    return out
 
 
 def example_recipe(name, cls, seed):
