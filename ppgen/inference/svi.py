@@ -23,7 +23,6 @@ import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import (
     AutoDelta,
-    AutoIAFNormal,
     AutoMultivariateNormal,
     AutoNormal,
     init_to_median,
@@ -34,11 +33,12 @@ from tqdm.auto import tqdm
 from ..errors import CheckpointError, MethodError
 from .checkpoint import FORMAT, atomic_save, safe_load
 from .elbos import PerDatumRenyi
+from .guides import AutoFlow
 
 log = logging.getLogger("ppgen")
 
 AUTOGUIDES = {"normal": AutoNormal, "mvn": AutoMultivariateNormal, "delta": AutoDelta,
-              "flow": AutoIAFNormal}
+              "flow": AutoFlow}
 
 
 def build_guide(program, method, init_values=None):
@@ -54,10 +54,7 @@ def build_guide(program, method, init_values=None):
         init = init_to_value(values=init_values, fallback=init_to_median)
     model = poutine.block(program.enumerated_model(),
                           hide=[s.name for s in program.discrete_sites])
-    cls = AUTOGUIDES[method.guide]
-    if cls is AutoIAFNormal:
-        return cls(model, hidden_dim=[32, 32], num_transforms=2)
-    return cls(model, init_loc_fn=init)
+    return AUTOGUIDES[method.guide](model, init_loc_fn=init)
 
 
 def choose_elbo(program, method):

@@ -6,16 +6,18 @@ from .bayesnet import BayesianNetwork
 from .conjugate import BetaBernoulli, ConjugateNormal
 from .conv_vae import ConvVAE
 from .factor import PPCA, FactorAnalysis
+from .flow import MAF, NeuralSplineFlow, RealNVP
 from .hmm import BernoulliHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 from .mixture import GaussianMixture
 from .vae import VAE, ConditionalVAE
 
 for _cls in (GaussianMixture, PPCA, FactorAnalysis, ConjugateNormal, BetaBernoulli,
              BayesianNetwork,
-             VAE, ConvVAE, ConditionalVAE, Autoencoder, DenoisingAutoencoder):
+             VAE, ConvVAE, ConditionalVAE, Autoencoder, DenoisingAutoencoder,
+             RealNVP, MAF, NeuralSplineFlow):
     registry.register(_cls)
 
 __all__ = ["BayesianNetwork", "CategoricalHMM", "GaussianHMM", "PoissonHMM", "BernoulliHMM",
            "GaussianMixture", "PPCA", "FactorAnalysis", "ConjugateNormal", "BetaBernoulli",
            "VAE", "ConvVAE", "ConditionalVAE", "Autoencoder", "DenoisingAutoencoder",
-           "registry"]
+           "RealNVP", "MAF", "NeuralSplineFlow", "registry"]
