@@ -35,7 +35,8 @@ class SVI:
         Optimisation steps.
     guide : {"normal", "mvn", "delta", "flow"} or callable
         The autoguide when the model has no natural guide (AutoNormal,
-        AutoMultivariateNormal, AutoDelta, AutoIAFNormal), or a guide program.
+        AutoMultivariateNormal, AutoDelta, or ppgen's normalizing-flow guide
+        :class:`~ppgen.inference.guides.AutoFlow`), or a guide program.
     lr, lr_decay : float
         Adam's learning rate, decayed geometrically to ``lr * lr_decay`` at the end.
     clip_norm : float, optional
