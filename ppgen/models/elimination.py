@@ -62,7 +62,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from .elimination_backends import _NUMPY, _TORCH_DTYPE, _TorchOps
+from .elimination_backends import _NUMPY, _TORCH_DTYPE, _TorchOps, contraction, rescale
 
 #: default limit on the number of entries of one intermediate factor (per batch of rows).
 DEFAULT_MAX_FACTOR_SIZE = 2 ** 27
@@ -391,6 +391,7 @@ class Plan:
         else:
             ops = _TorchOps(first.device if first is not None else "cpu")
         dtype_in = ops.dtype(dtype)
+        fuse = backend == "torch"
         factors = self.initial_factors(tables, hard_values, soft_values, dtype_in, ops)
         # Rescale every few steps (every step below float64) so products of many
         # small probabilities cannot underflow; the log-scales add up.
@@ -403,11 +404,19 @@ class Plan:
                 product, dim = factors[step.inputs[0].slot], step.dim
                 factors[step.inputs[0].slot] = None
             else:
-                product, dim = None, -1
+                terms = [inp.align(factors[inp.slot], ops) for inp in step.inputs]
                 for inp in step.inputs:
-                    term = inp.align(factors[inp.slot], ops)
                     factors[inp.slot] = None
-                    product = term if product is None else product * term
+                if fuse and step.reduce == "sum" and len(terms) > 1 and not keep_buckets:
+                    # Multiply and sum out in one contraction (matrix products), never
+                    # building the bucket's whole product table: what large batches
+                    # need; small tables are quicker multiplied out (numpy backend).
+                    factors[step.out] = ops.einsum(contraction(len(step.union), len(terms)), *terms)
+                    rescale(factors, step.out, i, every, last, scales, ops)
+                    continue
+                product, dim = terms[0], -1
+                for term in terms[1:]:
+                    product = product * term
                 if keep_buckets:
                     buckets[step.var] = product
             if step.reduce == "max":
@@ -415,11 +424,8 @@ class Plan:
                 argmax[step.var] = arg
             else:
                 out = product.sum(dim)
-            if i % every == every - 1 or i == last:
-                scale = ops.positive(ops.amax(out.reshape(out.shape[0], -1)))
-                out = out / scale.reshape((-1,) + (1,) * (out.ndim - 1))
-                scales.append(scale)
             factors[step.out] = out
+            rescale(factors, step.out, i, every, last, scales, ops)
         log_scale = None
         if scales:
             rows = max(x.shape[0] for x in scales)

@@ -38,6 +38,10 @@ class _TorchOps:
         return x.amax(-1)
 
     @staticmethod
+    def einsum(spec, *xs):
+        return torch.einsum(spec, *xs)
+
+    @staticmethod
     def positive(x):
         return torch.where(x > 0, x, torch.ones_like(x))
 
@@ -125,3 +129,20 @@ class _NumpyOps:
 _NUMPY = _NumpyOps()
 _NUMPY_DTYPE = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
 _TORCH_DTYPE = {np.dtype(v): k for k, v in _NUMPY_DTYPE.items()}
+
+
+def contraction(width, count):
+    """The einsum that multiplies ``count`` factors laid out as ``(rows, *union)`` and
+    sums the last union axis: ``"Zab,Zab->Za"`` for a union of two."""
+    letters = "Z" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY"[:width]
+    return ",".join([letters] * count) + "->" + letters[:-1]
+
+
+def rescale(factors, slot, i, every, last, scales, ops):
+    """Every ``every`` steps (and at the last), divide a factor by its per-row peak and
+    keep the peak, so products of many small probabilities cannot underflow."""
+    if i % every == every - 1 or i == last:
+        out = factors[slot]
+        scale = ops.positive(ops.amax(out.reshape(out.shape[0], -1)))
+        factors[slot] = out / scale.reshape((-1,) + (1,) * (out.ndim - 1))
+        scales.append(scale)
