@@ -91,7 +91,8 @@ def arviz_dicts(fit, *, posterior_predictive=True, log_likelihood=True):
         Keyword arguments of :func:`ppgen.diagnostics.from_dicts`.
     """
     generative = fit.program.generative
-    point_estimate = generative is not None and not generative.global_sites()
+    sites = getattr(generative, "global_sites", None)
+    point_estimate = callable(sites) and not sites()
     if not fit.posterior and not point_estimate:
         raise ModelError(f"{fit_name(fit)}: the fit has no posterior draws to convert")
     # A family with no global latent sites (a VAE's or a flow's weights are a
@@ -108,7 +109,7 @@ def arviz_dicts(fit, *, posterior_predictive=True, log_likelihood=True):
         "log_likelihood": None,
         "posterior_predictive": None,
     }
-    if generative is not None and generative.log_prob_kind == "none":
+    if getattr(generative, "log_prob_kind", None) == "none":
         log_likelihood = False  # no density (an autoencoder, a GAN): nothing to score
     if log_likelihood:
         values = _numpy_dict(fit.log_likelihood())
