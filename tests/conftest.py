@@ -15,7 +15,12 @@ SHARED_DATA = pathlib.Path(os.environ.get(
 def _seed():
     pyro.set_rng_seed(0)
     pyro.clear_param_store()
+    # One torch thread, as fit() uses: the tests' tensors are small, and with two threads a
+    # busy machine made one AIS test 100x slower (benchmarks/RESULTS.md, "threads").
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

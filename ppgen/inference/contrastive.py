@@ -1,11 +1,183 @@
 """Contrastive divergence (CD-k) and persistent CD for energy-based models.
 
-To be completed: see the RBM work of issue 4.
+The model is used only through the energy-based-model protocol (documented in
+:mod:`ppgen.models.rbm_base`): ``named_parameters()``,
+``cd_step(v_data, v_start, k, generator) -> (gradients, v_minus)``, where
+``gradients`` is the CD estimate of the gradient of the mean negative
+log-likelihood by parameter name and ``v_minus`` the negative samples after ``k``
+Gibbs sweeps (the persistent chains' next state), and ``cd_monitor(v, generator)``,
+a per-datum training loss described by the model's ``cd_monitor_name``.
+
+Each epoch visits the data in an order drawn from a generator seeded with ``seed``;
+each minibatch gives one update of SGD with momentum (:math:`u \\leftarrow \\mu u + g
++ \\lambda W`, :math:`\\theta \\leftarrow \\theta - \\eta u`, weight decay
+:math:`\\lambda` on matrices only), with negative samples ``k`` Gibbs sweeps from the
+minibatch (CD-k) or from ``batch_size`` persistent chains started at random data
+points (PCD). ``losses`` holds, for each epoch, the mean monitor over a random sample
+of :data:`MONITOR_SIZE` training points at the epoch's end. Every random draw comes
+from the one generator, so a run is reproducible, and a checkpoint (parameters,
+momentum, chains, generator state, position within the epoch) resumes it exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
+import math
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import CheckpointError, MethodError
+from .checkpoint import FORMAT, atomic_save, safe_load
+from .svi import _DeferredInterrupt
+
+log = logging.getLogger("ppgen")
+
+PROTOCOL = ("cd_step", "cd_monitor")
+#: training points the epoch-end monitor is averaged over (all of them when fewer).
+MONITOR_SIZE = 1000
+
+
+def _check_protocol(model):
+    missing = [name for name in PROTOCOL if not callable(getattr(model, name, None))]
+    if model is None or missing:
+        owner = type(model).__name__ if model is not None else "a plain Pyro program"
+        raise MethodError(f"ContrastiveDivergence needs an energy-based model; {owner} lacks "
+                          f"{', '.join(missing or PROTOCOL)} (see ppgen.models.rbm_base)")
+
+
+class _Momentum:
+    """SGD with momentum and weight decay on matrices (as ``torch.optim.SGD``, without
+    its import-time cost): plain tensors, so its state checkpoints as a dict."""
+
+    def __init__(self, params, method):
+        self.params, self.method = params, method
+        self.velocity = {name: torch.zeros_like(p) for name, p in params.items()}
+
+    def step(self, gradients):
+        method = self.method
+        with torch.no_grad():
+            velocity = list(self.velocity.values())
+            torch._foreach_mul_(velocity, method.momentum)
+            torch._foreach_add_(velocity, [gradients[name] for name in self.velocity])
+            if method.weight_decay:
+                for name, param in self.params.items():
+                    if param.dim() >= 2:
+                        self.velocity[name].add_(param, alpha=method.weight_decay)
+            torch._foreach_add_(list(self.params.values()), velocity, alpha=-method.lr)
+
+    def state_dict(self):
+        return {name: v.clone() for name, v in self.velocity.items()}
+
+    def load_state_dict(self, state):
+        for name, value in state.items():
+            self.velocity[name].copy_(value)
+
 
 def run_contrastive(program, method, *, seed, progress, fingerprint):
     """Train ``program.generative`` by CD; return ``{"losses": [...], "seconds": float}``."""
-    raise NotImplementedError("ContrastiveDivergence is not implemented yet")
+    model = program.generative
+    _check_protocol(model)
+    data = program.kwargs["data"]
+    size = data.shape[0]
+    batch = min(method.batch_size, size)
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    optimizer = _Momentum(params, method)
+    generator = torch.Generator(device=data.device).manual_seed(seed)
+    state = {"update": 0, "epoch": 0, "position": 0, "order": None, "losses": [], "chains": None}
+
+    def snapshot():
+        return {"format": FORMAT, "kind": "checkpoint", "fingerprint": fingerprint,
+                "params": {k: v.detach().clone() for k, v in params.items()},
+                "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                "state": copy.deepcopy(state)}
+
+    if method.checkpoint and method.resume:
+        state = _resume(method.checkpoint, fingerprint, params, optimizer, generator) or state
+    if state["chains"] is None and method.persistent:
+        state["chains"] = data[torch.randperm(size, generator=generator, device=data.device)[:batch]].clone()
+
+    per_epoch = -(-size // batch)
+    start = time.perf_counter()
+    interrupt = _DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
+    bar = tqdm(total=method.num_epochs * per_epoch, initial=min(state["update"], method.num_epochs * per_epoch),
+               disable=not progress, desc="ContrastiveDivergence", leave=False)
+    try:
+        with interrupt:
+            _loop(model, data, batch, params, optimizer, generator, state, method, bar, interrupt, snapshot)
+    except KeyboardInterrupt:
+        if method.checkpoint:
+            atomic_save(snapshot(), method.checkpoint)
+            log.warning("interrupted at update %d (epoch %d); checkpoint saved to %s",
+                        state["update"], state["epoch"], method.checkpoint)
+        raise
+    finally:
+        bar.close()
+    if method.checkpoint:
+        atomic_save(snapshot(), method.checkpoint)
+    return {"losses": list(state["losses"]), "seconds": time.perf_counter() - start,
+            "updates": state["update"], "loss_name": getattr(model, "cd_monitor_name", "")}
+
+
+def _resume(path, fingerprint, params, optimizer, generator):
+    try:
+        saved = safe_load(path, "checkpoint")
+    except CheckpointError as exc:
+        if "no such file" not in str(exc):
+            raise
+        return None
+    if saved.get("fingerprint") != fingerprint:
+        raise CheckpointError(f"{path}: written by a different run ({saved.get('fingerprint')}); "
+                              "delete it, choose another path, or pass resume=False")
+    with torch.no_grad():
+        for name, value in saved["params"].items():
+            if name not in params:
+                raise CheckpointError(f"{path}: unknown parameter {name!r}")
+            params[name].copy_(value)
+    optimizer.load_state_dict(saved["optimizer"])
+    generator.set_state(saved["generator"])
+    state = saved["state"]
+    log.info("resumed ContrastiveDivergence from %s at update %d (epoch %d)", path, state["update"],
+             state["epoch"])
+    return state
+
+
+def _loop(model, data, batch, params, optimizer, generator, state, method, bar, interrupt, snapshot):
+    check = getattr(interrupt, "check", lambda: None)
+    size = data.shape[0]
+    while state["epoch"] < method.num_epochs:
+        if state["order"] is None:
+            state["order"] = torch.randperm(size, generator=generator, device=data.device)
+        while state["position"] < size:
+            check()
+            v_data = data.index_select(0, state["order"][state["position"]:state["position"] + batch])
+            gradients, v_minus = model.cd_step(v_data, state["chains"] if method.persistent else None,
+                                               method.k, generator)
+            if method.persistent:
+                state["chains"] = v_minus
+            optimizer.step(gradients)
+            state["update"] += 1
+            state["position"] += v_data.shape[0]
+            bar.update()
+            if method.checkpoint and state["update"] % method.checkpoint_every == 0:
+                atomic_save(snapshot(), method.checkpoint)
+        sample = torch.randperm(size, generator=generator, device=data.device)[:MONITOR_SIZE]
+        loss = float(model.cd_monitor(data.index_select(0, sample), generator).mean())
+        if not (math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in params.values())):
+            _diverged(state, params)
+        state["losses"].append(loss)
+        state.update(epoch=state["epoch"] + 1, position=0, order=None)
+        bar.set_postfix(loss=f"{state['losses'][-1]:.4g}")
+        log.debug("CD epoch %d: %s %.6g", state["epoch"], getattr(model, "cd_monitor_name", "loss"),
+                  state["losses"][-1])
+    check()
+
+
+def _diverged(state, params):
+    bad = [name for name, p in params.items() if not bool(torch.isfinite(p).all())]
+    raise MethodError(f"ContrastiveDivergence: training diverged by update {state['update']} "
+                      f"(non-finite {', '.join(bad) or 'training loss'}); lower lr or momentum, or "
+                      "check the data's scale")

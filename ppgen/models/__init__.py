@@ -9,15 +9,17 @@ from .factor import PPCA, FactorAnalysis
 from .flow import MAF, NeuralSplineFlow, RealNVP
 from .hmm import BernoulliHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 from .mixture import GaussianMixture
+from .rbm import BernoulliRBM, GaussianBernoulliRBM
 from .vae import VAE, ConditionalVAE
 
 for _cls in (GaussianMixture, PPCA, FactorAnalysis, ConjugateNormal, BetaBernoulli,
-             BayesianNetwork,
+             BayesianNetwork, BernoulliRBM, GaussianBernoulliRBM,
              VAE, ConvVAE, ConditionalVAE, Autoencoder, DenoisingAutoencoder,
              RealNVP, MAF, NeuralSplineFlow):
     registry.register(_cls)
 
 __all__ = ["BayesianNetwork", "CategoricalHMM", "GaussianHMM", "PoissonHMM", "BernoulliHMM",
            "GaussianMixture", "PPCA", "FactorAnalysis", "ConjugateNormal", "BetaBernoulli",
+           "BernoulliRBM", "GaussianBernoulliRBM",
            "VAE", "ConvVAE", "ConditionalVAE", "Autoencoder", "DenoisingAutoencoder",
            "RealNVP", "MAF", "NeuralSplineFlow", "registry"]

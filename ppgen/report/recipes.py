@@ -28,7 +28,7 @@ SETTINGS = {
 }
 
 #: The order in which a family's methods are run and shown.
-METHOD_ORDER = ("map", "exact", "svi", "nuts", "hmc")
+METHOD_ORDER = ("map", "exact", "svi", "nuts", "hmc", "cd")
 
 
 @dataclasses.dataclass
