@@ -12,7 +12,8 @@ from the checkpoint until its process CPU time reaches ``--cpu-seconds``
 IWAE bound with k=100 on ``--curve-size`` test images is recorded (evaluation
 time is not charged to the budget). At the end the test negative
 log-likelihood is estimated by the IWAE bound with k=5000 on ``--test-size``
-test images, with its standard error over images. Published anchors for this
+test images drawn at random (the split is not shuffled), with its standard
+error over images, and with k=100 on the whole test split. Published anchors for this
 architecture trained to convergence (3,280 epochs): VAE 86.76 nats, IWAE(k=50)
 84.78 nats.
 """
@@ -83,9 +84,13 @@ def main(argv=None):
     # Rebuild the trained weights from the checkpoint (a run may have resumed in a new process).
     ppgen.fit(vae, train, SVI(num_steps=progress["steps"], batch_size=100, lr=args.lr,
                               checkpoint=str(workdir / "checkpoint.pt")), seed=args.seed, progress=False)
+    # The test split is not in random order (its second thousand is mostly ones, ~50 nats
+    # easier): score a seeded random subset, and the whole split with k=100.
+    subset = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:args.test_size]
     start = time.perf_counter()
-    final = dataset_log_likelihood(vae, test[:args.test_size], num_samples=args.final_k, batch_size=50)
+    final = dataset_log_likelihood(vae, test[subset], num_samples=args.final_k, batch_size=50)
     eval_seconds = time.perf_counter() - start
+    whole = dataset_log_likelihood(vae, test, num_samples=100, batch_size=500)
     rows = [[f"{p['steps']:,}", f"{p['epochs']:.1f}", f"{p['cpu_s']:.0f}", f"{-p['train_elbo']:.2f}",
              f"{-p['test_iwae100']:.2f} +- {p['test_iwae100_se']:.2f}"] for p in progress["curve"]]
     text = "\n\n".join([
@@ -95,14 +100,17 @@ def main(argv=None):
             f"training CPU budget {args.cpu_seconds:.0f} s (process time, evaluation excluded)"]),
         table(["steps", "epochs", "training CPU (s)", "train -ELBO (nats, last 500 steps)",
                f"test -IWAE(k=100), first {args.curve_size} test images"], rows),
-        f"Final: test NLL by the IWAE bound with k={args.final_k} on the first {final.n} test images: "
-        f"**{-final.mean:.2f} +- {final.stderr:.2f} nats** ({eval_seconds:.0f} s to evaluate). "
+        f"Final: test NLL by the IWAE bound with k={args.final_k} on {final.n} test images drawn at random "
+        f"(seed {args.seed}): **{-final.mean:.2f} +- {final.stderr:.2f} nats** ({eval_seconds:.0f} s to evaluate); "
+        f"with k=100 on all {whole.n} test images: {-whole.mean:.2f} +- {whole.stderr:.2f} nats. The curve's "
+        "first 1000 test images are harder than the average (the split is not shuffled). "
         + "Published, trained to convergence (3,280 epochs): "
         + ", ".join(f"{k} {v}" for k, v in ANCHORS.items()) + ".",
     ])
     print(text)
     (workdir / "final.json").write_text(json.dumps({"nll": -final.mean, "stderr": final.stderr, "n": final.n,
-                                                    "k": args.final_k, **progress}, indent=1))
+                                                    "k": args.final_k, "nll_k100_all": -whole.mean,
+                                                    **progress}, indent=1))
     if not args.no_write:
         write_section("Binarized MNIST VAE (one CPU hour)", text)
 
