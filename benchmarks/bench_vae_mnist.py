@@ -112,7 +112,7 @@ def main(argv=None):
                                                     "k": args.final_k, "nll_k100_all": -whole.mean,
                                                     **progress}, indent=1))
     if not args.no_write:
-        write_section("Binarized MNIST VAE (one CPU hour)", text)
+        write_section("Binarized MNIST VAE under a CPU-time budget", text)
 
 
 if __name__ == "__main__":
