@@ -99,7 +99,9 @@ def _fit_record(recipe, name, fit, seconds):
     n = data.shape[0]
     loglik_point = point_log_likelihood(fit)
     lppd = None
-    if fit.program.generative.log_prob_kind != "none":
+    if not fit.posterior:  # a point estimate (neural weights): one "draw", the same number
+        lppd = loglik_point
+    elif fit.program.generative.log_prob_kind != "none":
         with torch.no_grad():
             lppd = float(fit.log_prob(recipe.data).mean())
     record = {
