@@ -56,3 +56,24 @@ def safe_load(path, kind):
     if obj.get("kind") != kind:
         raise CheckpointError(f"{path}: is a ppgen {obj.get('kind')!r} file, not a {kind}")
     return obj
+
+
+def resume_from(path, fingerprint, params):
+    """The checkpoint at ``path`` with its parameters copied into ``params``, or None
+    when there is none yet. A checkpoint of another run (``fingerprint``) or one naming
+    an unknown parameter is refused."""
+    try:
+        saved = safe_load(path, "checkpoint")
+    except CheckpointError as exc:
+        if "no such file" not in str(exc):
+            raise
+        return None
+    if saved.get("fingerprint") != fingerprint:
+        raise CheckpointError(f"{path}: written by a different run ({saved.get('fingerprint')}); "
+                              "delete it, choose another path, or pass resume=False")
+    with torch.no_grad():
+        for name, value in saved["params"].items():
+            if name not in params:
+                raise CheckpointError(f"{path}: unknown parameter {name!r}")
+            params[name].copy_(value)
+    return saved

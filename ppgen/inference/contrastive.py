@@ -30,8 +30,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import CheckpointError, MethodError
-from .checkpoint import FORMAT, atomic_save, safe_load
+from ..errors import MethodError
+from .checkpoint import FORMAT, atomic_save, resume_from
 from .svi import _DeferredInterrupt
 
 log = logging.getLogger("ppgen")
@@ -123,20 +123,9 @@ def run_contrastive(program, method, *, seed, progress, fingerprint):
 
 
 def _resume(path, fingerprint, params, optimizer, generator):
-    try:
-        saved = safe_load(path, "checkpoint")
-    except CheckpointError as exc:
-        if "no such file" not in str(exc):
-            raise
+    saved = resume_from(path, fingerprint, params)
+    if saved is None:
         return None
-    if saved.get("fingerprint") != fingerprint:
-        raise CheckpointError(f"{path}: written by a different run ({saved.get('fingerprint')}); "
-                              "delete it, choose another path, or pass resume=False")
-    with torch.no_grad():
-        for name, value in saved["params"].items():
-            if name not in params:
-                raise CheckpointError(f"{path}: unknown parameter {name!r}")
-            params[name].copy_(value)
     optimizer.load_state_dict(saved["optimizer"])
     generator.set_state(saved["generator"])
     state = saved["state"]

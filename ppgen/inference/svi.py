@@ -30,8 +30,8 @@ from pyro.infer.autoguide import (
 )
 from tqdm.auto import tqdm
 
-from ..errors import CheckpointError, MethodError
-from .checkpoint import FORMAT, atomic_save, safe_load
+from ..errors import MethodError
+from .checkpoint import FORMAT, atomic_save, resume_from
 from .elbos import PerDatumRenyi
 from .guides import AutoFlow
 
@@ -179,22 +179,8 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
                 "rng": _rng_state(), "state": copy.deepcopy(state)}
 
     if method.checkpoint and method.resume:
-        try:
-            saved = safe_load(method.checkpoint, "checkpoint")
-        except CheckpointError as exc:
-            if "no such file" not in str(exc):
-                raise
-            saved = None
+        saved = resume_from(method.checkpoint, fingerprint, params)
         if saved is not None:
-            if saved["fingerprint"] != fingerprint:
-                raise CheckpointError(
-                    f"{method.checkpoint}: written by a different run ({saved['fingerprint']}); "
-                    "delete it, choose another path, or pass resume=False")
-            with torch.no_grad():
-                for name, value in saved["params"].items():
-                    if name not in params:
-                        raise CheckpointError(f"{method.checkpoint}: unknown parameter {name!r}")
-                    params[name].copy_(value)
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             _set_rng_state(saved["rng"])
