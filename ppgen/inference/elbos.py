@@ -107,3 +107,27 @@ class PerDatumRenyi:
     def loss(self, model, guide, **kwargs):
         with torch.no_grad():
             return self.differentiable_loss(model, guide, **kwargs).item()
+
+
+class ModelObjective:
+    """A family's own training loss in place of an ELBO.
+
+    Some families train on a surrogate of their bound: a diffusion model on the
+    noise-prediction loss, a reweighting of its variational bound (Ho et al.
+    2020). Such a family defines ``training_objective(data=..., subsample_size=...)``,
+    a Pyro program that opens the model's data plate (so minibatches are drawn the
+    same way as for the ELBO) and returns the scalar loss to minimise, summed over
+    the data set like a negative ELBO. ``SVI`` uses it when ``elbo`` is not given;
+    ``elbo="trace"`` still optimises the true bound on the model/guide pair.
+    """
+
+    def __init__(self, program):
+        self.program = program
+
+    def differentiable_loss(self, model, guide, **kwargs):
+        # ``model`` is ``self.program``, possibly wrapped to fix the minibatch.
+        return model(**kwargs)
+
+    def loss(self, model, guide, **kwargs):
+        with torch.no_grad():
+            return float(self.differentiable_loss(model, guide, **kwargs))

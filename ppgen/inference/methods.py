@@ -42,8 +42,11 @@ class SVI:
     clip_norm : float, optional
         Clip the gradient's global norm.
     elbo : {"trace", "enum", "meanfield", "graph", "iwae", "renyi"}, optional
-        Default: ``"enum"`` (TraceEnum_ELBO) when the model has enumerated
-        discrete sites, else ``"trace"``. ``"iwae"`` and ``"renyi"`` are the
+        Default: the family's own training objective when it has one (a
+        diffusion model's noise-prediction loss,
+        :class:`~ppgen.inference.elbos.ModelObjective`), else ``"enum"``
+        (TraceEnum_ELBO) when the model has enumerated discrete sites, else
+        ``"trace"``. ``"iwae"`` and ``"renyi"`` are the
         per-datum importance-weighted bounds with ``num_particles`` samples per
         datum (:mod:`ppgen.inference.elbos`).
     num_particles : int

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..errors import MethodError
 from .checkpoint import FORMAT, atomic_save, resume_from
-from .elbos import PerDatumRenyi
+from .elbos import ModelObjective, PerDatumRenyi
 from .guides import AutoFlow
 
 log = logging.getLogger("ppgen")
@@ -58,6 +58,9 @@ def build_guide(program, method, init_values=None):
 
 
 def choose_elbo(program, method):
+    objective = getattr(program.generative, "training_objective", None)
+    if method.elbo is None and callable(objective):
+        return ModelObjective(objective)
     name = method.elbo or ("enum" if program.has_enumeration else "trace")
     kwargs = {"num_particles": method.num_particles,
               "vectorize_particles": method.num_particles > 1}
@@ -91,7 +94,7 @@ class _Objective:
     """
 
     def __init__(self, program, guide, elbo, kwargs, batch_size=None):
-        self.model = program.enumerated_model()
+        self.model = elbo.program if isinstance(elbo, ModelObjective) else program.enumerated_model()
         self.modules = {"model": program.generative, "guide": guide}
         self.guide, self.elbo, self.kwargs = guide, elbo, kwargs
         generative = program.generative
