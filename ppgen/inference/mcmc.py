@@ -1,7 +1,8 @@
-"""NUTS and HMC through Pyro's kernels, with per-draw sampler statistics.
+"""NUTS and HMC: ppgen's engine, or Pyro's kernels with per-draw statistics.
 
-Discrete latents are summed out (the model runs with them enumerated). Chains
-run one after another with seeds ``seed + c``; each draw records divergence,
+``engine="ppgen"`` goes to :mod:`ppgen.inference.fast_mcmc`. With
+``engine="pyro"``, discrete latents are summed out (the model runs with them
+enumerated) and chains run one after another with seeds ``seed + c``; each draw records divergence,
 tree depth, step size, acceptance and the Hamiltonian at the start of the
 transition, for ArviZ's ``sample_stats``.
 """
@@ -16,6 +17,7 @@ import torch
 from pyro.infer.autoguide import init_to_median, init_to_value
 
 from ..errors import MethodError
+from .fast_mcmc import run_fast_mcmc
 
 
 class _Recorder:
@@ -60,6 +62,10 @@ def run_mcmc(program, method, *, seed, progress, init_values=None):
     if not program.continuous_sites:
         raise MethodError(f"{method.name.upper()}: the model has no continuous latent sites "
                           "to sample; use Exact() for purely discrete models")
+    if method.engine == "ppgen":
+        posterior, stats, seconds, _ = run_fast_mcmc(program, method, seed=seed, progress=progress,
+                                                     init_values=init_values)
+        return posterior, stats, seconds
     model = program.enumerated_model()
     init = init_to_value(values=init_values, fallback=init_to_median) if init_values else init_to_median
     names = [s.name for s in program.continuous_sites]

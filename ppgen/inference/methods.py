@@ -146,12 +146,23 @@ class MAP(SVI):
         _check_positive_int("MAP", max_iter=self.max_iter, n_init=self.n_init)
 
 
+ENGINES = ("ppgen", "pyro")
+POTENTIALS = ("auto", "jit", "vectorized", "loop")
+
+
 @dataclass(frozen=True)
 class NUTS:
-    """The No-U-Turn sampler (Pyro's), discrete latents summed out.
+    """The No-U-Turn sampler, discrete latents summed out.
 
-    ``chains`` run one after another in this process with seeds ``seed + c``;
-    every chain starts from the model's point parameters when it has them.
+    ``engine="ppgen"`` (default) runs every chain at once on a potential traced
+    from the model (:mod:`ppgen.inference.fast_mcmc`): ``potential`` says how it
+    is evaluated (``"auto"``: compiled by ``torch.jit.trace`` where safe, else
+    vectorised over chains, else Pyro's own chain by chain). ``engine="pyro"``
+    runs Pyro's kernels, chains one after another with seeds ``seed + c``
+    (``jit_compile`` applies there). Either way, warm-up adapts the step size
+    (towards ``target_accept``) and a diagonal or dense (``dense_mass``) mass
+    matrix in Stan's windows, and every chain starts from the model's point
+    parameters when it has them.
     """
 
     num_samples: int = 1000
@@ -161,15 +172,22 @@ class NUTS:
     max_tree_depth: int = 10
     dense_mass: bool = False
     jit_compile: bool = False
+    engine: str = "ppgen"
+    potential: str = "auto"
     name = "nuts"
 
     def __post_init__(self):
         owner = type(self).__name__
-        _check_positive_int(owner, num_samples=self.num_samples, chains=self.chains)
+        _check_positive_int(owner, num_samples=self.num_samples, chains=self.chains,
+                            max_tree_depth=self.max_tree_depth)
         if not (isinstance(self.warmup, int) and self.warmup >= 0):
             raise MethodError(f"{owner}(warmup={self.warmup!r}) must be a non-negative integer")
         if not 0 < self.target_accept < 1:
             raise MethodError(f"{owner}(target_accept={self.target_accept!r}) must be in (0, 1)")
+        if self.engine not in ENGINES:
+            raise MethodError(f"{owner}(engine={self.engine!r}): choose one of {ENGINES}")
+        if self.potential not in POTENTIALS:
+            raise MethodError(f"{owner}(potential={self.potential!r}): choose one of {POTENTIALS}")
 
     config = SVI.config
 

@@ -23,7 +23,7 @@ from ppgen.errors import ModelError
 from ppgen.inference import SVI, Exact
 from ppgen.models import ConjugateNormal, GaussianMixture
 
-STATS = {"diverging", "tree_depth", "step_size", "acceptance_rate", "energy"}
+STATS = {"diverging", "tree_depth", "n_steps", "step_size", "acceptance_rate", "energy", "lp"}
 
 
 def _np(t):

@@ -1,0 +1,126 @@
+"""Stan's warm-up: dual-averaging step sizes and windowed mass-matrix estimates.
+
+Every chain adapts on its own (all quantities carry a leading chain dimension).
+
+* Step size: dual averaging of :math:`\\log\\epsilon` towards a target mean
+  acceptance statistic :math:`\\delta` (Hoffman and Gelman 2014, with Stan's
+  constants :math:`\\gamma = 0.05, t_0 = 10, \\kappa = 0.75,
+  \\mu = \\log 10\\epsilon_0`); restarted whenever the metric changes.
+* Metric: the variances (or the covariance) of the draws in a window, by
+  Welford's algorithm, shrunk towards :math:`10^{-3}` as Stan does,
+  :math:`\\frac{n}{n+5}\\hat\\Sigma + 10^{-3}\\frac{5}{n+5}`.
+* Windows (Stan's defaults): a fast initial buffer of 75 iterations (step size
+  only), slow windows of 25, 50, 100, ... iterations whose end updates the metric
+  (the last one stretched to the terminal buffer), and a final fast buffer of 50;
+  a warm-up shorter than 150 iterations keeps the proportions 15% / 75% / 10%.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def windows(warmup, init_buffer=75, term_buffer=50, base_window=25):
+    """The slow windows as ``(first, last)`` iterations (0-based, inclusive):
+    the metric is re-estimated from each window's draws after its last iteration."""
+    if warmup < 20:
+        return []
+    if init_buffer + base_window + term_buffer > warmup:
+        init_buffer, term_buffer = int(0.15 * warmup), int(0.1 * warmup)
+        base_window = warmup - init_buffer - term_buffer
+    ends, start, size = [], init_buffer, base_window
+    last = warmup - term_buffer
+    while start < last:
+        end = start + size
+        if end + 2 * size > last:  # the next window would not fit: stretch this one
+            end = last
+        ends.append((start, end - 1))
+        start, size = end, 2 * size
+    return ends
+
+
+class DualAveraging:
+    """Per-chain dual averaging of the log step size."""
+
+    def __init__(self, step_size, target, gamma=0.05, t0=10.0, kappa=0.75):
+        self.target, self.gamma, self.t0, self.kappa = target, gamma, t0, kappa
+        self.restart(step_size)
+
+    def restart(self, step_size):
+        self.mu = torch.log(10 * step_size)
+        self.log_step = torch.log(step_size)
+        self.log_step_bar = torch.zeros_like(step_size)
+        self.h_bar = torch.zeros_like(step_size)
+        self.t = 0
+
+    def update(self, accept):
+        self.t += 1
+        t = self.t
+        eta = 1.0 / (t + self.t0)
+        self.h_bar = (1 - eta) * self.h_bar + eta * (self.target - accept.reshape(self.h_bar.shape))
+        self.log_step = self.mu - math.sqrt(t) / self.gamma * self.h_bar
+        weight = t ** (-self.kappa)
+        self.log_step_bar = weight * self.log_step + (1 - weight) * self.log_step_bar
+        return self.log_step.exp()
+
+    def final(self):
+        return self.log_step_bar.exp()
+
+
+class Welford:
+    """Running mean and (co)variance of ``(C, D)`` draws, per chain."""
+
+    def __init__(self, chains, dim, dense, dtype, device):
+        self.dense, self.count = dense, 0
+        self.mean = torch.zeros(chains, dim, dtype=dtype, device=device)
+        shape = (chains, dim, dim) if dense else (chains, dim)
+        self.m2 = torch.zeros(shape, dtype=dtype, device=device)
+
+    def add(self, z):
+        self.count += 1
+        delta = z - self.mean
+        self.mean = self.mean + delta / self.count
+        after = z - self.mean
+        if self.dense:
+            self.m2 = self.m2 + delta.unsqueeze(-1) * after.unsqueeze(-2)
+        else:
+            self.m2 = self.m2 + delta * after
+
+    def inverse_mass(self):
+        n = self.count
+        estimate = self.m2 / max(n - 1, 1)
+        shrunk = (n / (n + 5.0)) * estimate
+        if self.dense:
+            eye = torch.eye(estimate.shape[-1], dtype=estimate.dtype, device=estimate.device)
+            return shrunk + 1e-3 * (5.0 / (n + 5.0)) * eye
+        return shrunk + 1e-3 * (5.0 / (n + 5.0))
+
+
+def initial_step_size(sampler, state, step_size, metric, generator, max_rounds=100):
+    """Stan's heuristic, per chain: double or halve the step until one leapfrog
+    step's acceptance probability crosses 0.8."""
+    z, grad, potential = state.z, state.grad, state.potential
+    log_target = math.log(0.8)
+    direction = None
+    settled = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
+    for _ in range(max_rounds):
+        r = metric.momentum(z.shape, generator, z.dtype, z.device)
+        energy0 = potential + metric.kinetic(r)
+        _, r_new, _, potential_new = sampler.leapfrog(z, r, grad, step_size, metric)
+        delta = energy0 - (potential_new + metric.kinetic(r_new))
+        delta = torch.where(torch.isnan(delta), -math.inf, delta)
+        above = delta > log_target
+        if direction is None:
+            direction = above
+        crossed = torch.where(direction, ~above, above)
+        settled = settled | crossed
+        if bool(settled.all()):
+            break
+        grow = (~settled) & direction
+        shrink = (~settled) & ~direction
+        step_size = torch.where(grow.unsqueeze(-1), 2 * step_size,
+                                torch.where(shrink.unsqueeze(-1), 0.5 * step_size, step_size))
+        step_size = step_size.clamp(1e-10, 1e7)
+    return step_size

@@ -1,0 +1,130 @@
+"""ppgen's own NUTS/HMC engine: every chain at once over a flat potential.
+
+The model is traced once into a :class:`~ppgen.inference.potential.Potential`
+(batched over chains and compiled by ``torch.jit.trace`` where that is safe),
+then :class:`~ppgen.inference.nuts.Sampler` moves all chains in lockstep, with
+Stan's warm-up (:mod:`ppgen.inference.adaptation`). Draws come back per site in
+the constrained space, shaped ``(chains, draws, ...)``, with per-draw statistics
+for ArviZ's ``sample_stats``: ``diverging``, ``tree_depth``, ``n_steps``,
+``step_size``, ``acceptance_rate``, ``energy`` and ``lp``.
+
+``NUTS(engine="pyro")`` keeps Pyro's own kernels (:mod:`ppgen.inference.mcmc`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import pyro
+import torch
+from pyro.infer.autoguide import init_to_median, init_to_value
+from tqdm.auto import tqdm
+
+from ..errors import MethodError
+from .adaptation import DualAveraging, Welford, initial_step_size, windows
+from .nuts import Metric, Sampler, State
+from .potential import Potential
+
+log = logging.getLogger("ppgen")
+
+
+def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
+    """Run ``method.chains`` chains together; return draws, statistics and seconds."""
+    start = time.perf_counter()
+    pyro.set_rng_seed(seed)
+    init = init_to_value(values=init_values, fallback=init_to_median) if init_values else init_to_median
+    potential = Potential(program, method.chains, mode=method.potential, init_strategy=init)
+    z = potential.initial
+    generator = torch.Generator(device=z.device).manual_seed(seed)
+    value, grad = potential.value_and_grad(z)
+    bad = ~(torch.isfinite(value) & torch.isfinite(grad).all(-1))
+    if bool(bad.any()):
+        raise MethodError(f"{method.name.upper()}: the log density or its gradient is not finite at "
+                          f"the starting point of chain(s) {bad.nonzero().flatten().tolist()}; check "
+                          "the model's supports and priors, or give init values")
+    state = State(z, value, grad)
+    chains, dim = z.shape
+    dense = method.dense_mass
+    eye = torch.eye(dim, dtype=z.dtype, device=z.device)
+    metric = Metric(eye.expand(chains, dim, dim).clone() if dense else torch.ones_like(z))
+    sampler = Sampler(potential.value_and_grad, method.max_tree_depth, generator)
+    hmc_steps = method.num_steps if method.name == "hmc" else None
+    step = z.new_full((chains, 1), float(getattr(method, "step_size", 1.0)))
+    if method.warmup:
+        step = initial_step_size(sampler, state, step, metric, generator)
+    averaging = DualAveraging(step, method.target_accept)
+    slow = windows(method.warmup)
+    welford = Welford(chains, dim, dense, z.dtype, z.device)
+    kept = {"z": [], "diverging": [], "tree_depth": [], "n_steps": [], "step_size": [],
+            "acceptance_rate": [], "energy": [], "lp": []}
+    total = method.warmup + method.num_samples
+    bar = tqdm(total=total, disable=not progress, desc=method.name.upper(), leave=False)
+    try:
+        for i in range(total):
+            state, stats = _transition(sampler, state, step, metric, hmc_steps)
+            bar.update()
+            if i < method.warmup:
+                step = averaging.update(stats["accept"])
+                if any(first <= i <= last for first, last in slow):
+                    welford.add(state.z)
+                if any(i == last for _, last in slow):
+                    metric = Metric(welford.inverse_mass())
+                    welford = Welford(chains, dim, dense, z.dtype, z.device)
+                    step = initial_step_size(sampler, state, step, metric, generator)
+                    averaging.restart(step)
+                if i == method.warmup - 1:
+                    step = averaging.final()
+                continue
+            kept["z"].append(state.z)
+            kept["diverging"].append(stats["diverging"])
+            kept["tree_depth"].append(stats["depth"])
+            kept["n_steps"].append(stats["leapfrogs"])
+            kept["step_size"].append(step.reshape(-1))
+            kept["acceptance_rate"].append(stats["accept"])
+            kept["energy"].append(stats["energy"])
+            kept["lp"].append(-state.potential)
+    finally:
+        bar.close()
+    draws = torch.stack(kept.pop("z"), 1)  # (C, S, D)
+    with torch.no_grad():
+        posterior = potential.unflatten(draws)
+    sample_stats = {k: torch.stack(v, 1) for k, v in kept.items()}
+    sample_stats["n_steps"] = sample_stats["n_steps"].long()
+    if hmc_steps is not None:
+        del sample_stats["tree_depth"]
+    divergences = int(sample_stats["diverging"].sum())
+    if divergences:
+        log.warning("%s: %d divergent transitions after warm-up; the posterior may be biased "
+                    "(raise target_accept or reparameterise)", method.name.upper(), divergences)
+    seconds = time.perf_counter() - start
+    return posterior, sample_stats, seconds, {"potential": potential.mode, "reason": potential.reason}
+
+
+def _transition(sampler, state, step, metric, hmc_steps):
+    if hmc_steps is None:
+        return sampler.transition(state, step, metric)
+    return _hmc_transition(sampler, state, step, metric, hmc_steps)
+
+
+def _hmc_transition(sampler, state, step, metric, num_steps):
+    """Fixed-length HMC with a Metropolis correction, every chain at once."""
+    z, grad, potential = state.z, state.grad, state.potential
+    r = metric.momentum(z.shape, sampler.generator, z.dtype, z.device)
+    energy0 = potential + metric.kinetic(r)
+    new_z, new_r, new_grad, new_potential = z, r, grad, potential
+    for _ in range(num_steps):
+        new_z, new_r, new_grad, new_potential = sampler.leapfrog(new_z, new_r, new_grad, step, metric)
+    delta = new_potential + metric.kinetic(new_r) - energy0
+    delta = torch.where(torch.isnan(delta), math.inf, delta)
+    accept_prob = torch.exp(-delta.clamp(min=0))
+    uniform = torch.rand(accept_prob.shape, generator=sampler.generator, dtype=z.dtype, device=z.device)
+    take = uniform < accept_prob
+    column = take.unsqueeze(-1)
+    new_state = State(torch.where(column, new_z, z), torch.where(take, new_potential, potential),
+                      torch.where(column, new_grad, grad))
+    stats = {"accept": accept_prob, "depth": torch.zeros_like(take, dtype=torch.long),
+             "diverging": delta > 1000, "energy": energy0,
+             "leapfrogs": torch.full_like(accept_prob, float(num_steps))}
+    return new_state, stats

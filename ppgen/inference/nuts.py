@@ -1,0 +1,197 @@
+"""The No-U-Turn sampler for a batch of chains moving in lockstep.
+
+One transition (Hoffman and Gelman 2014, in the multinomial form of Betancourt
+2017 that Stan uses): draw a momentum :math:`r \\sim N(0, M)`, then double a
+trajectory of leapfrog steps, each doubling in a random direction, until the
+generalised no-U-turn criterion fails across the whole trajectory or any of its
+binary sub-trajectories, a step diverges (:math:`H - H_0 > 1000`), or the depth
+reaches ``max_tree_depth``. The new state is drawn from the trajectory with
+weights :math:`e^{-H}`: uniformly progressive within a new subtree, biased
+towards the new subtree when merging (Stan's scheme). The criterion on a
+(sub)trajectory with end momenta :math:`r^-, r^+` and momentum sum
+:math:`\\rho` is :math:`(M^{-1} r^-) \\cdot \\rho > 0` and
+:math:`(M^{-1} r^+) \\cdot \\rho > 0`.
+
+All chains take their ``2^j`` leapfrog steps of depth ``j`` together, so the
+potential is evaluated once per step for the whole batch; a chain whose tree has
+stopped is frozen by masks until the deepest tree of the batch is done. The
+sub-trajectory checks need only ``O(max_tree_depth)`` stored momenta: the
+start of every binary block that is still open (the iterative form of the
+recursion, as in NumPyro's iterative NUTS).
+
+Everything here is functional: a :class:`Metric` and per-chain step sizes
+(shape ``(C, 1)``) in, a new :class:`State` and per-chain statistics out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+#: Stan's threshold on the energy error that marks a divergent transition.
+MAX_DELTA_H = 1000.0
+
+
+@dataclass
+class State:
+    z: torch.Tensor  # (C, D) unconstrained position
+    potential: torch.Tensor  # (C,)
+    grad: torch.Tensor  # (C, D) gradient of the potential
+
+
+class Metric:
+    """The inverse mass matrix per chain: diagonal ``(C, D)`` or dense ``(C, D, D)``."""
+
+    def __init__(self, inverse):
+        self.inverse = inverse
+        self.dense = inverse.dim() == 3
+        if self.dense:
+            mass = torch.linalg.inv(inverse)
+            self.mass_cholesky = torch.linalg.cholesky(0.5 * (mass + mass.transpose(-1, -2)))
+        else:
+            self.mass_sqrt = inverse.rsqrt()
+
+    def velocity(self, r):
+        if self.dense:
+            return (self.inverse @ r.unsqueeze(-1)).squeeze(-1)
+        return self.inverse * r
+
+    def kinetic(self, r):
+        return 0.5 * (self.velocity(r) * r).sum(-1)
+
+    def momentum(self, shape, generator, dtype, device):
+        noise = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        if self.dense:
+            return (self.mass_cholesky @ noise.unsqueeze(-1)).squeeze(-1)
+        return noise * self.mass_sqrt
+
+
+def _trailing(n, bit):
+    """How many of ``n``'s lowest bits equal ``bit`` in a row."""
+    count = 0
+    while (n & 1) == bit and count < 64:
+        n >>= 1
+        count += 1
+    return count
+
+
+class Sampler:
+    """NUTS transitions for the potential ``potential.value_and_grad``.
+
+    Parameters
+    ----------
+    value_and_grad : callable
+        ``u (C, D) -> (U (C,), grad (C, D))``.
+    max_tree_depth : int
+    generator : torch.Generator
+        The one source of randomness (momenta, directions, proposals).
+    """
+
+    def __init__(self, value_and_grad, max_tree_depth, generator):
+        self.value_and_grad, self.max_tree_depth, self.generator = value_and_grad, max_tree_depth, generator
+
+    def _uniform(self, like):
+        return torch.rand(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
+
+    def leapfrog(self, z, r, grad, step, metric):
+        r = r - (0.5 * step) * grad
+        z = z + step * metric.velocity(r)
+        potential, grad = self.value_and_grad(z)
+        r = r - (0.5 * step) * grad
+        return z, r, grad, potential
+
+    def transition(self, state, step_size, metric):
+        """One NUTS transition of every chain; returns ``(state, stats)``."""
+        z, grad, potential = state.z, state.grad, state.potential
+        chains = z.shape[0]
+        r = metric.momentum(z.shape, self.generator, z.dtype, z.device)
+        energy0 = potential + metric.kinetic(r)
+        tree = {"left": (z, r, grad, potential), "right": (z, r, grad, potential),
+                "proposal": (z, potential, grad), "log_weight": torch.zeros_like(potential), "rho": r}
+        active = torch.ones(chains, dtype=torch.bool, device=z.device)
+        depth = torch.zeros(chains, dtype=torch.long, device=z.device)
+        diverging = torch.zeros_like(active)
+        accept_sum = torch.zeros_like(potential)
+        leaves = torch.zeros_like(potential)
+        for j in range(self.max_tree_depth):
+            forward = self._uniform(potential) < 0.5
+            start = [torch.where(_col(forward, a), b, a) for a, b in zip(tree["left"], tree["right"])]
+            sub = self._subtree(start, forward, j, energy0, step_size, metric, active)
+            accept_sum = accept_sum + sub["accept_sum"]
+            leaves = leaves + sub["leaves"]
+            depth = torch.where(active, j + 1, depth)
+            diverging = diverging | (active & sub["diverging"])
+            ok = active & ~sub["turning"] & ~sub["diverging"]
+            take = ok & (self._uniform(potential).log() < sub["log_weight"] - tree["log_weight"])
+            tree["proposal"] = tuple(torch.where(_col(take, new), new, old)
+                                     for new, old in zip(sub["proposal"], tree["proposal"]))
+            tree["log_weight"] = torch.where(ok, torch.logaddexp(tree["log_weight"], sub["log_weight"]),
+                                             tree["log_weight"])
+            right_grows, left_grows = ok & forward, ok & ~forward
+            tree["right"] = tuple(torch.where(_col(right_grows, e), e, o) for e, o in zip(sub["end"], tree["right"]))
+            tree["left"] = tuple(torch.where(_col(left_grows, e), e, o) for e, o in zip(sub["end"], tree["left"]))
+            tree["rho"] = torch.where(ok.unsqueeze(-1), tree["rho"] + sub["rho"], tree["rho"])
+            turning = _turning(tree["left"][1], tree["right"][1], tree["rho"], metric)
+            active = ok & ~turning
+            if not bool(active.any()):
+                break
+        new_z, new_potential, new_grad = tree["proposal"]
+        stats = {"accept": accept_sum / leaves.clamp(min=1), "depth": depth, "diverging": diverging,
+                 "energy": energy0, "leapfrogs": leaves}
+        return State(new_z, new_potential, new_grad), stats
+
+    def _subtree(self, start, forward, j, energy0, step_size, metric, active):
+        z, r, grad, potential = start
+        step = torch.where(forward.unsqueeze(-1), step_size, -step_size)
+        alive = active.clone()
+        turning = torch.zeros_like(alive)
+        diverging = torch.zeros_like(alive)
+        log_weight = torch.full_like(potential, -math.inf)
+        proposal = (z, potential, grad)
+        rho = torch.zeros_like(r)
+        accept_sum = torch.zeros_like(potential)
+        leaves = torch.zeros_like(potential)
+        block_r = r.new_empty((j + 1,) + r.shape)
+        block_rho = r.new_empty((j + 1,) + r.shape)
+        for n in range(2 ** j):
+            new = self.leapfrog(z, r, grad, step, metric)
+            z, r, grad, potential = (torch.where(_col(alive, a), a, b) for a, b in zip(new, (z, r, grad, potential)))
+            delta = potential + metric.kinetic(r) - energy0
+            delta = torch.where(torch.isnan(delta), math.inf, delta)
+            leaf_diverging = alive & (delta > MAX_DELTA_H)
+            accept_sum = accept_sum + torch.where(alive, torch.exp(-delta.clamp(min=0)), 0.0)
+            leaves = leaves + alive
+            merged = torch.logaddexp(log_weight, -delta)
+            take = alive & (self._uniform(potential) < torch.exp(-delta - merged))
+            proposal = tuple(torch.where(_col(take, a), a, b) for a, b in zip((z, potential, grad), proposal))
+            log_weight = torch.where(alive, merged, log_weight)
+            opening = min(_trailing(n, 0), j) if n else j
+            if opening:
+                block_r[1:opening + 1] = r
+                block_rho[1:opening + 1] = rho
+            rho = torch.where(alive.unsqueeze(-1), rho + r, rho)
+            closing = _trailing(n, 1)
+            leaf_turning = torch.zeros_like(alive)
+            if closing:
+                sums = rho - block_rho[1:closing + 1]
+                leaf_turning = _turning(block_r[1:closing + 1], r, sums, metric).any(0)
+            diverging = diverging | leaf_diverging
+            turning = turning | (alive & leaf_turning)
+            alive = alive & ~leaf_diverging & ~leaf_turning
+            if not bool(alive.any()):
+                break
+        return {"end": (z, r, grad, potential), "proposal": proposal, "log_weight": log_weight,
+                "rho": rho, "turning": turning, "diverging": diverging, "accept_sum": accept_sum,
+                "leaves": leaves}
+
+
+def _col(mask, like):
+    """``mask (C,)`` shaped to broadcast against ``like (C, ...)``."""
+    return mask.reshape(mask.shape + (1,) * (like.dim() - 1))
+
+
+def _turning(r_minus, r_plus, rho, metric):
+    """The generalised U-turn criterion fails (leading dimensions broadcast)."""
+    return ((metric.velocity(r_minus) * rho).sum(-1) <= 0) | ((metric.velocity(r_plus) * rho).sum(-1) <= 0)
