@@ -14,11 +14,14 @@ tests and ``ppgen demo`` never touch the network::
 raises :class:`ppgen.errors.DatasetError` / :class:`ppgen.errors.DataError`
 naming the file, column and row at fault. ``load_mnist(root)`` reads MNIST's
 IDX files and ``load_binarized_mnist(path)`` the fixed-binarization set.
+``ring(n)`` and ``grid(n)`` draw from the 2-D Gaussian-mixture targets of
+PacGAN/VEEGAN, whose centres and std ``mixture_modes(name)`` gives.
 """
 
 from .embedded import describe, load, names
 from .images import load_binarized_mnist, load_digits, load_mnist, read_idx
+from .synthetic import grid, mixture_modes, ring
 from .tables import read_csv, select_columns
 
 __all__ = ["load", "names", "describe", "read_csv", "select_columns", "load_digits", "load_mnist",
-           "load_binarized_mnist", "read_idx"]
+           "load_binarized_mnist", "read_idx", "ring", "grid", "mixture_modes"]
