@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from ..errors import ModelError
 from . import arviz_io
 from .convert import fit_name, to_arviz
@@ -23,7 +25,26 @@ def summary(fit, **kwargs):
     """
     import arviz as az
 
-    return az.summary(to_arviz(fit, posterior_predictive=False, log_likelihood=False), **kwargs)
+    with without_numba():
+        return az.summary(to_arviz(fit, posterior_predictive=False, log_likelihood=False), **kwargs)
+
+
+@contextlib.contextmanager
+def without_numba():
+    """ArviZ 0.23's numba path of the MCSE of the sd calls ``float`` on a length-1
+    array, an error under NumPy >= 2.4; its plain NumPy path is correct. So ArviZ's
+    numba use is switched off for the call and restored after (no-op on ArviZ 1.x)."""
+    import arviz as az
+
+    numba = getattr(az, "Numba", None)
+    if numba is None or not numba.numba_flag:
+        yield
+        return
+    numba.disable_numba()
+    try:
+        yield
+    finally:
+        numba.enable_numba()
 
 
 def _log_likelihood_data(fit, label, var_name=None):

@@ -95,11 +95,12 @@ class Sampler:
     def _uniform(self, like):
         return torch.rand(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
 
-    def leapfrog(self, z, r, grad, step, metric):
-        r = r - (0.5 * step) * grad
+    def leapfrog(self, z, r, grad, step, metric, half_step=None):
+        half_step = 0.5 * step if half_step is None else half_step
+        r = r - half_step * grad
         z = z + step * metric.velocity(r)
         potential, grad = self.value_and_grad(z)
-        r = r - (0.5 * step) * grad
+        r = r - half_step * grad
         return z, r, grad, potential
 
     def transition(self, state, step_size, metric):
@@ -143,9 +144,14 @@ class Sampler:
         return State(new_z, new_potential, new_grad), stats
 
     def _subtree(self, start, forward, j, energy0, step_size, metric, active):
+        """``2^j`` leapfrog steps from ``start`` for every active chain. Masks are applied
+        only while some chain has stopped: the common case runs without them."""
         z, r, grad, potential = start
+        chains = z.shape[0]
         step = torch.where(forward.unsqueeze(-1), step_size, -step_size)
+        half_step = 0.5 * step
         alive = active.clone()
+        everyone = bool(alive.all())
         turning = torch.zeros_like(alive)
         diverging = torch.zeros_like(alive)
         log_weight = torch.full_like(potential, -math.inf)
@@ -155,33 +161,52 @@ class Sampler:
         leaves = torch.zeros_like(potential)
         block_r = r.new_empty((j + 1,) + r.shape)
         block_rho = r.new_empty((j + 1,) + r.shape)
+        uniforms = torch.rand((2 ** j, chains), generator=self.generator, dtype=z.dtype, device=z.device)
         for n in range(2 ** j):
-            new = self.leapfrog(z, r, grad, step, metric)
-            z, r, grad, potential = (torch.where(_col(alive, a), a, b) for a, b in zip(new, (z, r, grad, potential)))
-            delta = potential + metric.kinetic(r) - energy0
-            delta = torch.where(torch.isnan(delta), math.inf, delta)
-            leaf_diverging = alive & (delta > MAX_DELTA_H)
-            accept_sum = accept_sum + torch.where(alive, torch.exp(-delta.clamp(min=0)), 0.0)
-            leaves = leaves + alive
+            new = self.leapfrog(z, r, grad, step, metric, half_step)
+            if everyone:
+                z, r, grad, potential = new
+            else:
+                column = alive.unsqueeze(-1)
+                z, r, grad = (torch.where(column, a, b) for a, b in zip(new[:3], (z, r, grad)))
+                potential = torch.where(alive, new[3], potential)
+            delta = torch.nan_to_num(potential + metric.kinetic(r) - energy0, nan=math.inf)
             merged = torch.logaddexp(log_weight, -delta)
-            take = alive & (self._uniform(potential) < torch.exp(-delta - merged))
-            proposal = tuple(torch.where(_col(take, a), a, b) for a, b in zip((z, potential, grad), proposal))
-            log_weight = torch.where(alive, merged, log_weight)
+            take = uniforms[n] < torch.exp(-delta - merged)
+            accept = torch.exp(-delta.clamp(min=0))
+            if everyone:
+                accept_sum, leaves, log_weight = accept_sum + accept, leaves + 1, merged
+                rho_next = rho + r
+            else:
+                take = take & alive
+                accept_sum, leaves = accept_sum + accept * alive, leaves + alive
+                log_weight = torch.where(alive, merged, log_weight)
+                rho_next = torch.where(column, rho + r, rho)
+            if chains == 1:  # one Python branch is cheaper than three masked copies
+                if bool(take):
+                    proposal = (z, potential, grad)
+            else:
+                take_column = take.unsqueeze(-1)
+                proposal = (torch.where(take_column, z, proposal[0]), torch.where(take, potential, proposal[1]),
+                            torch.where(take_column, grad, proposal[2]))
             opening = min(_trailing(n, 0), j) if n else j
             if opening:
                 block_r[1:opening + 1] = r
                 block_rho[1:opening + 1] = rho
-            rho = torch.where(alive.unsqueeze(-1), rho + r, rho)
+            rho = rho_next
+            leaf_diverging = delta > MAX_DELTA_H
+            stop = leaf_diverging
             closing = _trailing(n, 1)
-            leaf_turning = torch.zeros_like(alive)
             if closing:
-                sums = rho - block_rho[1:closing + 1]
-                leaf_turning = _turning(block_r[1:closing + 1], r, sums, metric).any(0)
-            diverging = diverging | leaf_diverging
-            turning = turning | (alive & leaf_turning)
-            alive = alive & ~leaf_diverging & ~leaf_turning
-            if not bool(alive.any()):
+                leaf_turning = _turning(block_r[1:closing + 1], r, rho - block_rho[1:closing + 1], metric).any(0)
+                turning = turning | (alive & leaf_turning)
+                stop = stop | leaf_turning
+            diverging = diverging | (alive & leaf_diverging)
+            alive = alive & ~stop
+            remaining = int(alive.sum())
+            if remaining == 0:
                 break
+            everyone = remaining == chains
         return {"end": (z, r, grad, potential), "proposal": proposal, "log_weight": log_weight,
                 "rho": rho, "turning": turning, "diverging": diverging, "accept_sum": accept_sum,
                 "leaves": leaves}
