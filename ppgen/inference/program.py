@@ -53,9 +53,14 @@ class Program:
         # ppgen models check their data themselves; argument validation of every
         # per-datum distribution would dominate this one trace on large data.
         validate = self.generative is None
+        kwargs = self.kwargs
+        if hasattr(self.generative, "analysis_kwargs"):
+            # A family whose trace costs much per datum (a diffusion model's reverse chain)
+            # names the few rows that show its sites; their shapes then have those rows.
+            kwargs = self.generative.analysis_kwargs(kwargs)
         try:
             with pyro.poutine.block(), torch.no_grad(), pyro.validation_enabled(validate):
-                trace = poutine.trace(model).get_trace(**self.kwargs)
+                trace = poutine.trace(model).get_trace(**kwargs)
         except (TypeError, ValueError, RuntimeError, IndexError, KeyError) as exc:
             raise ModelError(f"running the model with the given data failed: {type(exc).__name__}: {exc}") from exc
         nesting = 0

@@ -5,6 +5,7 @@ from .autoencoder import Autoencoder, DenoisingAutoencoder
 from .bayesnet import BayesianNetwork
 from .conjugate import BetaBernoulli, ConjugateNormal
 from .conv_vae import ConvVAE
+from .diffusion import DDPM
 from .factor import PPCA, FactorAnalysis
 from .flow import MAF, NeuralSplineFlow, RealNVP
 from .hmm import BernoulliHMM, CategoricalHMM, GaussianHMM, PoissonHMM
@@ -15,11 +16,11 @@ from .vae import VAE, ConditionalVAE
 for _cls in (GaussianMixture, PPCA, FactorAnalysis, ConjugateNormal, BetaBernoulli,
              BayesianNetwork, BernoulliRBM, GaussianBernoulliRBM,
              VAE, ConvVAE, ConditionalVAE, Autoencoder, DenoisingAutoencoder,
-             RealNVP, MAF, NeuralSplineFlow):
+             RealNVP, MAF, NeuralSplineFlow, DDPM):
     registry.register(_cls)
 
 __all__ = ["BayesianNetwork", "CategoricalHMM", "GaussianHMM", "PoissonHMM", "BernoulliHMM",
            "GaussianMixture", "PPCA", "FactorAnalysis", "ConjugateNormal", "BetaBernoulli",
            "BernoulliRBM", "GaussianBernoulliRBM",
            "VAE", "ConvVAE", "ConditionalVAE", "Autoencoder", "DenoisingAutoencoder",
-           "RealNVP", "MAF", "NeuralSplineFlow", "registry"]
+           "RealNVP", "MAF", "NeuralSplineFlow", "DDPM", "registry"]
