@@ -1,21 +1,26 @@
-"""NUTS on eight schools (noncentred): ppgen, plain Pyro (with and without JIT), NumPyro.
+"""NUTS, ESS per second: ppgen, plain Pyro (with and without JIT), NumPyro and PyMC.
 
-Run:  python benchmarks/bench_nuts.py             (about 3-4 minutes)
-      python benchmarks/bench_nuts.py --seeds 1   (one seed, quicker)
+Run:  nice python benchmarks/bench_nuts.py              (3 seeds, the default; longer still)
+      nice python benchmarks/bench_nuts.py --seeds 2    (54 minutes there, load average ~5)
+      python benchmarks/bench_nuts.py --quick           (tiny settings, checks the script)
+      python benchmarks/bench_nuts.py --problems logistic --seeds 1 --no-write
 
-One chain, 1000 warm-up + 1000 kept draws per run; every sampler gets the same
-seeds. Efficiency: the minimum bulk ESS (``arviz.ess``) over mu, tau and the
-eight theta_tilde, divided by wall time. Pyro rows run with
-``torch.set_num_threads(1)`` (ppgen's default too). NumPyro runs in a fresh
-process per seed and is timed twice: the first ``run`` (tracing, XLA compile,
-sampling) and the same ``MCMC`` run again with the compiled sampling loop served
-by JAX's persistent compilation cache; the difference is the JIT compile time.
-The table is printed and written to the ``bench_nuts`` section of RESULTS.md.
+Three posteriors (``nuts_problems.py``): eight schools noncentred, a logistic
+regression (1,000 rows x 25 features, simulated) and posteriordb's
+low_dim_gauss_mix. One chain, 1000 warm-up + 1000 kept draws per run; every
+sampler gets the same seeds. Efficiency: the minimum bulk ESS (``arviz.ess``)
+over every scalar parameter, divided by wall time, with and without the
+sampler's compile step. ppgen and Pyro run with ``torch.set_num_threads(1)``.
+NumPyro and PyMC run in a fresh process per run (so each pays its own
+compilation). Then the chains table: ppgen and NumPyro (``chain_method=
+"vectorized"``) with 1, 4 and 64 chains in lockstep on each problem, on CPU.
+The tables are printed and written to the ``bench_nuts`` section of RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -27,87 +32,90 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, median, table, timed, write_section  # noqa: E402
+from nuts_problems import (  # noqa: E402
+    PROBLEMS,
+    numpy_data,
+    numpyro_model,
+    pymc_model,
+    pyro_model,
+    reference_means,
+    torch_data,
+)
 
-J = 8
-Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
-SIGMA = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]
-SITES = ("mu", "tau", "theta_tilde")
-REFERENCE = Path("/work/shared/data/posteriordb/reference_posteriors/summary_statistics/mean_value/"
-                 "mean_value/eight_schools-eight_schools_noncentered.json")
-
-
-# ---------------------------------------------------------------- models
-def pyro_eight_schools(J, sigma, y=None):
-    import pyro
-    import pyro.distributions as dist
-
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-    with pyro.plate("schools", J):
-        theta_tilde = pyro.sample("theta_tilde", dist.Normal(0.0, 1.0))
-        theta = mu + tau * theta_tilde
-        pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+ROWS = ("ppgen NUTS, incl. compile", "ppgen NUTS, excl. compile", "Pyro NUTS",
+        "Pyro NUTS, jit_compile=True", "NumPyro NUTS, incl. JIT compile",
+        "NumPyro NUTS, excl. JIT compile", "PyMC NUTS, incl. compile", "PyMC NUTS, excl. compile")
+PEERS_INCL = ROWS[2], ROWS[3], ROWS[4], ROWS[6]
+PEERS_EXCL = ROWS[2], ROWS[5], ROWS[7]
 
 
-def numpyro_eight_schools(J, sigma, y=None):
-    import numpyro
-    import numpyro.distributions as dist
+# ---------------------------------------------------------------- torch samplers
+@contextlib.contextmanager
+def potential_timer():
+    """Time every construction of ppgen's ``Potential`` inside ``ppgen.fit``.
 
-    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
-    with numpyro.plate("schools", J):
-        theta_tilde = numpyro.sample("theta_tilde", dist.Normal(0.0, 1.0))
-        theta = mu + tau * theta_tilde
-        numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+    ``fast_mcmc.run_fast_mcmc`` builds the potential (Pyro's ``initialize_model``,
+    the chain-plate check, tracing and compiling) before its first leapfrog step;
+    wrapping the name it calls measures exactly that step of the timed fit.
+    """
+    from ppgen.inference import fast_mcmc
+
+    real, built = fast_mcmc.Potential, []
+
+    def timed_potential(*args, **kwargs):
+        potential, seconds = timed(real, *args, **kwargs)
+        built.append({"compile": seconds, "mode": potential.mode, "reason": potential.reason})
+        return potential
+
+    fast_mcmc.Potential = timed_potential
+    try:
+        yield built
+    finally:
+        fast_mcmc.Potential = real
 
 
-def torch_data():
-    return {"J": J, "sigma": torch.tensor(SIGMA), "y": torch.tensor(Y)}
-
-
-# ---------------------------------------------------------------- samplers
-def run_ppgen(seed, warmup, draws):
+def run_ppgen(problem, seed, warmup, draws, chains=1):
     import ppgen
     from ppgen.inference import NUTS
 
-    fit, seconds = timed(ppgen.fit, pyro_eight_schools, torch_data(),
-                         NUTS(num_samples=draws, warmup=warmup, chains=1), seed=seed,
-                         progress=False)
-    posterior = {k: fit.posterior[k].numpy() for k in SITES}
-    divergences = int(fit.sample_stats["diverging"].sum()) if "diverging" in fit.sample_stats else None
-    return posterior, seconds, divergences
+    with potential_timer() as built:
+        fit, seconds = timed(ppgen.fit, pyro_model(problem.key), torch_data(problem.key),
+                             NUTS(num_samples=draws, warmup=warmup, chains=chains), seed=seed,
+                             progress=False)
+    posterior = {k: fit.posterior[k].numpy() for k in problem.sites}
+    record = _record(problem, seed, posterior, seconds, int(fit.sample_stats["diverging"].sum()))
+    return {**record, **built[0]}
 
 
-def run_pyro(seed, warmup, draws, jit):
+def run_pyro(problem, seed, warmup, draws, jit):
     import pyro
     from pyro.infer import MCMC
     from pyro.infer import NUTS as PyroNUTS
 
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
-    kernel = PyroNUTS(pyro_eight_schools, jit_compile=jit, ignore_jit_warnings=True)
+    kernel = PyroNUTS(pyro_model(problem.key), jit_compile=jit, ignore_jit_warnings=True)
     mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, num_chains=1, disable_progbar=True)
-    data = torch_data()
-    _, seconds = timed(mcmc.run, data["J"], data["sigma"], data["y"])
+    _, seconds = timed(mcmc.run, **torch_data(problem.key))
     samples = mcmc.get_samples(group_by_chain=True)
-    posterior = {k: samples[k].numpy() for k in SITES}
+    posterior = {k: samples[k].numpy() for k in problem.sites}
     divergences = sum(len(v) for v in mcmc.diagnostics()["divergences"].values())
-    return posterior, seconds, divergences
+    return _record(problem, seed, posterior, seconds, divergences)
 
 
-def run_numpyro(seed, warmup, draws):
-    """NumPyro in a fresh process (so every seed pays its own compilation):
-    (record of the first run, its seconds, seconds of the second run)."""
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--numpyro-child",
-                          str(seed), "--warmup", str(warmup), "--draws", str(draws)],
+# ---------------------------------------------------------------- child processes
+def run_child(library, problem, seed, warmup, draws, chains=1):
+    """A NumPyro or PyMC run in a fresh process; its record (a dict)."""
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", library,
+                          "--problems", problem.key, "--child-seed", str(seed), "--warmup",
+                          str(warmup), "--draws", str(draws), "--child-chains", str(chains)],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"NumPyro run failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    return result["record"], result["first"], result["again"]
+        raise RuntimeError(f"{library} run failed ({problem.key}, seed {seed}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def numpyro_child(seed, warmup, draws):
+def numpyro_child(problem, seed, warmup, draws, chains):
     """Time a fresh NumPyro MCMC's first run (tracing + XLA compile + sampling),
     then the same MCMC run again with the same key: NumPyro re-traces its sampling
     loop on every ``run``, so JAX's persistent compilation cache (an empty
@@ -122,150 +130,262 @@ def numpyro_child(seed, warmup, draws):
         from numpyro.infer import MCMC
         from numpyro.infer import NUTS as NumpyroNUTS
 
-        sigma, y = np.array(SIGMA, dtype=np.float32), np.array(Y, dtype=np.float32)
-        mcmc = MCMC(NumpyroNUTS(numpyro_eight_schools), num_warmup=warmup, num_samples=draws,
-                    num_chains=1, progress_bar=False)
+        data = numpy_data(problem.key)
+        mcmc = MCMC(NumpyroNUTS(numpyro_model(problem.key)), num_warmup=warmup, num_samples=draws,
+                    num_chains=chains, chain_method="vectorized", progress_bar=False)
 
         def go():
-            mcmc.run(jax.random.PRNGKey(seed), J, sigma, y, extra_fields=("diverging",))
+            mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging",), **data)
             return jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
 
         _, first = timed(go)
         samples, again = timed(go)
-        posterior = {k: np.asarray(samples[k]) for k in SITES}
+        posterior = {k: np.asarray(samples[k]) for k in problem.sites}
         divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
-    record = _record(seed, posterior, first, divergences)
-    print(json.dumps({"record": record, "first": first, "again": again}))
+    record = _record(problem, seed, posterior, first, divergences)
+    print(json.dumps({**record, "again": again}))
 
 
-def min_bulk_ess(posterior):
+def pymc_child(problem, seed, warmup, draws):
+    """Time PyMC's model construction plus ``pm.sample`` (compiling the log
+    density and its gradient with pytensor, NUTS initialisation, sampling); the
+    sampling loop alone is PyMC's own ``sampling_time`` (tuning + draws)."""
+    import pymc as pm
+
+    data = numpy_data(problem.key)
+
+    def go():
+        model = pymc_model(problem.key, data)
+        return pm.sample(draws, tune=warmup, chains=1, cores=1, random_seed=seed, model=model,
+                         compute_convergence_checks=False, progressbar=False)
+
+    idata, seconds = timed(go)
+    posterior = {k: idata.posterior[k].values for k in problem.sites}
+    divergences = int(idata.sample_stats["diverging"].values.sum())
+    record = _record(problem, seed, posterior, seconds, divergences)
+    print(json.dumps({**record, "sampling": float(idata.sample_stats.attrs["sampling_time"])}))
+
+
+# ---------------------------------------------------------------- records
+def min_bulk_ess(problem, posterior):
     import arviz as az
 
     ess = az.ess(az.convert_to_dataset(posterior), method="bulk")
-    return min(float(ess[k].min()) for k in SITES)
+    return min(float(ess[k].min()) for k in problem.sites)
+
+
+def _record(problem, seed, posterior, seconds, divergences):
+    ess = min_bulk_ess(problem, posterior)
+    means = []
+    for site, index in problem.shown:
+        draws = np.asarray(posterior[site], dtype=np.float64)
+        chains_draws = draws.reshape(draws.shape[:2] + (-1,))
+        means.append(float(chains_draws[..., 0 if index is None else index].mean()))
+    return {"seed": seed, "ess": ess, "seconds": seconds, "ess_per_s": ess / seconds,
+            "m0": means[0], "m1": means[1], "divergences": divergences}
+
+
+def _excluding(record, seconds):
+    return {**record, "seconds": seconds, "ess_per_s": record["ess"] / seconds}
 
 
 # ---------------------------------------------------------------- benchmark
-ROWS = ("ppgen NUTS", "Pyro NUTS", "Pyro NUTS, jit_compile=True",
-        "NumPyro NUTS, incl. JIT compile", "NumPyro NUTS, excl. JIT compile")
-
-
-def bench(seeds, warmup, draws):
+def bench(problem, seeds, warmup, draws):
+    """Every sampler on ``problem`` for each seed: ``{row: [record per seed]}``."""
     records = {row: [] for row in ROWS}
-    compile_times = []
-    # warm-up: imports and first-call overhead (not JIT compile of the timed runs)
-    run_ppgen(0, 20, 20)
-    run_pyro(0, 20, 20, False)
-    run_pyro(0, 20, 20, True)
+    # Untimed short runs first: imports and first-call overhead of each sampler,
+    # and PyMC's on-disk cache of compiled C modules for this model's operations.
+    run_ppgen(problem, 0, 20, 20)
+    run_pyro(problem, 0, 20, 20, False)
+    run_pyro(problem, 0, 20, 20, True)
+    run_child("pymc", problem, 0, 20, 20)
     for seed in seeds:
-        print(f"seed {seed} ...", file=sys.stderr)
-        for name, fn, extra in [("ppgen NUTS", run_ppgen, ()),
-                                ("Pyro NUTS", run_pyro, (False,)),
-                                ("Pyro NUTS, jit_compile=True", run_pyro, (True,))]:
-            posterior, seconds, div = fn(seed, warmup, draws, *extra)
-            records[name].append(_record(seed, posterior, seconds, div))
-            print(f"  {name}: {seconds:.1f} s", file=sys.stderr)
-        record, first, again = run_numpyro(seed, warmup, draws)
-        records["NumPyro NUTS, incl. JIT compile"].append(record)
-        records["NumPyro NUTS, excl. JIT compile"].append(
-            {**record, "seconds": again, "ess_per_s": record["ess"] / again})
-        compile_times.append(first - again)
-        print(f"  NumPyro: {first:.2f} s first run, {again:.2f} s compiled", file=sys.stderr)
-    return records, compile_times
+        print(f"{problem.key}, seed {seed} ...", file=sys.stderr)
+        rec = run_ppgen(problem, seed, warmup, draws)
+        records[ROWS[0]].append(rec)
+        records[ROWS[1]].append(_excluding(rec, rec["seconds"] - rec["compile"]))
+        print(f"  ppgen: {rec['seconds']:.1f} s ({rec['compile']:.2f} s potential, {rec['mode']})",
+              file=sys.stderr)
+        for row, jit in ((ROWS[2], False), (ROWS[3], True)):
+            records[row].append(run_pyro(problem, seed, warmup, draws, jit))
+            print(f"  {row}: {records[row][-1]['seconds']:.1f} s", file=sys.stderr)
+        rec = run_child("numpyro", problem, seed, warmup, draws)
+        records[ROWS[4]].append(rec)
+        records[ROWS[5]].append(_excluding(rec, rec["again"]))
+        print(f"  NumPyro: {rec['seconds']:.2f} s first run, {rec['again']:.2f} s compiled", file=sys.stderr)
+        rec = run_child("pymc", problem, seed, warmup, draws)
+        records[ROWS[6]].append(rec)
+        records[ROWS[7]].append(_excluding(rec, rec["sampling"]))
+        print(f"  PyMC: {rec['seconds']:.2f} s, {rec['sampling']:.2f} s sampling", file=sys.stderr)
+    return records
 
 
-def _record(seed, posterior, seconds, divergences):
-    ess = min_bulk_ess(posterior)
-    return {"seed": seed, "ess": ess, "seconds": seconds, "ess_per_s": ess / seconds,
-            "mu": float(posterior["mu"].mean()), "tau": float(posterior["tau"].mean()),
-            "divergences": divergences}
+def bench_chains(problem, counts, seed, warmup, draws, one_chain):
+    """ppgen and NumPyro (vectorized) with each chain count; the 1-chain runs are
+    ``one_chain`` (the main table's ppgen and NumPyro records for ``seed``)."""
+    out = []
+    for chains in counts:
+        if chains == 1 and one_chain is not None:
+            out.append((chains, *one_chain))
+            continue
+        print(f"{problem.key}, {chains} chains ...", file=sys.stderr)
+        ppgen_rec = run_ppgen(problem, seed, warmup, draws, chains)
+        numpyro_rec = run_child("numpyro", problem, seed, warmup, draws, chains)
+        out.append((chains, ppgen_rec, numpyro_rec))
+    return out
 
 
-def summarise(records, compile_times):
+# ---------------------------------------------------------------- tables
+def _median(records, key):
+    return median([r[key] for r in records])
+
+
+def problem_table(problem, records):
     rows = []
     for name, recs in records.items():
-        rows.append([
-            name,
-            f"{median([r['ess'] for r in recs]):.0f}",
-            f"{median([r['seconds'] for r in recs]):.2f}",
-            f"{median([r['ess_per_s'] for r in recs]):.1f}",
-            f"{median([r['mu'] for r in recs]):.2f}",
-            f"{median([r['tau'] for r in recs]):.2f}",
-            f"{median([r['divergences'] for r in recs]):g}",
-        ])
-    if REFERENCE.exists():
-        ref = json.loads(REFERENCE.read_text())
-        means = dict(zip(ref["names"], ref["mean_value"]))
-        mcse = dict(zip(ref["names"], ref["mcse_mean"]))
-        rows.append(["posteriordb reference (Stan)", "", "", "",
-                     f"{means['mu']:.2f} (mcse {mcse['mu']:.2f})",
-                     f"{means['tau']:.2f} (mcse {mcse['tau']:.2f})", ""])
-    summary = table(["sampler", "min bulk ESS (median)", "wall median (s)",
-                     "ESS/s (median)", "posterior mean mu", "posterior mean tau",
-                     "divergences (median)"], rows)
+        ess_s = [r["ess_per_s"] for r in recs]
+        rows.append([name, f"{_median(recs, 'ess'):.0f}", f"{_median(recs, 'seconds'):.2f}",
+                     f"{median(ess_s):.1f}", f"{min(ess_s):.1f}-{max(ess_s):.1f}",
+                     f"{_median(recs, 'm0'):.3f}", f"{_median(recs, 'm1'):.3f}",
+                     f"{_median(recs, 'divergences'):g}"])
+    ref = reference_means(problem)
+    if ref:
+        rows.append(["posteriordb reference (Stan)", "", "", "", ""]
+                    + [f"{m:.3f} (mcse {s:.3f})" for m, s in ref] + [""])
+    summary = table(["sampler", "min bulk ESS", "wall (s)", "ESS/s", "ESS/s range",
+                     f"mean {problem.label(0)}", f"mean {problem.label(1)}", "divergences"], rows)
     seeds = [r["seed"] for r in records[ROWS[0]]]
-    detail_rows = []
-    for i, seed in enumerate(seeds):
-        row = [str(seed)]
-        for name in ROWS:
-            r = records[name][i]
-            row.append(f"{r['mu']:.2f} / {r['tau']:.2f} / {r['ess']:.0f} / {r['seconds']:.2f}")
-        detail_rows.append(row)
-    detail = table(["seed"] + [f"{n}: mean mu / mean tau / ESS / s" for n in ROWS], detail_rows)
-    return summary, detail, median(compile_times)
+    detail = table(["sampler"] + [f"seed {s}: ESS / s" for s in seeds],
+                   [[name] + [f"{r['ess']:.0f} / {r['seconds']:.2f}" for r in recs]
+                    for name, recs in records.items()])
+    return summary, detail
+
+
+def targets_table(results):
+    rows = []
+    for key, records in results.items():
+        eff = {row: _median(recs, "ess_per_s") for row, recs in records.items()}
+        best_incl = max(PEERS_INCL, key=eff.get)
+        best_excl = max(PEERS_EXCL, key=eff.get)
+        rows.append([key, f"{eff[ROWS[0]]:.1f}", f"{best_incl} ({eff[best_incl]:.1f})",
+                     f"{eff[ROWS[0]] / eff[best_incl]:.3f}", f"{eff[ROWS[1]]:.1f}",
+                     f"{best_excl} ({eff[best_excl]:.1f})", f"{eff[ROWS[1]] / eff[best_excl]:.3f}",
+                     f"{eff[ROWS[0]] / eff[ROWS[2]]:.2f}",
+                     f"{records[ROWS[0]][0]['mode']}, {_median(records[ROWS[0]], 'compile'):.2f} s"])
+    return table(["problem", "ppgen ESS/s", "best peer, incl. compile (ESS/s)", "ppgen / best",
+                  "ppgen ESS/s excl. compile", "best peer, excl. compile (ESS/s)", "ppgen / best",
+                  "ppgen / plain Pyro (incl.)", "ppgen potential: mode, build s (median)"], rows)
+
+
+def chains_table(chain_results):
+    rows = []
+    for key, results in chain_results.items():
+        for chains, p, n in results:
+            rows.append([key, str(chains), f"{p['seconds']:.1f}", f"{p['compile']:.2f}", f"{p['ess']:.0f}",
+                         f"{p['ess_per_s']:.1f}", f"{p['ess'] / (p['seconds'] - p['compile']):.1f}",
+                         f"{n['seconds']:.2f} / {n['again']:.2f}", f"{n['ess']:.0f}",
+                         f"{n['ess_per_s']:.1f}", f"{n['ess'] / n['again']:.1f}"])
+    return table(["problem", "chains", "ppgen wall (s)", "ppgen potential build (s)", "ppgen min bulk ESS",
+                  "ppgen ESS/s", "ppgen ESS/s excl. compile", "NumPyro wall (s), first / again",
+                  "NumPyro min bulk ESS", "NumPyro ESS/s", "NumPyro ESS/s excl. compile"], rows)
+
+
+NOTES = (
+    "Notes. ppgen: `ppgen.fit(program, data, NUTS(num_samples, warmup, chains), seed=s, "
+    "progress=False)`, its own engine (all chains in lockstep on a potential traced from the "
+    "model), starting at the prior median (`init_to_median`). Its `excl. compile` time is the "
+    "fit's wall time minus the seconds spent constructing `ppgen.inference.potential.Potential` "
+    "inside that same fit (Pyro's `initialize_model`, the check that the model runs under an "
+    "extra plate over chains, and where it applies `torch.jit.trace`/`make_fx`/`freeze` and the "
+    "two checks of the traced graph): the benchmark wraps the `Potential` name that "
+    "`fast_mcmc.run_fast_mcmc` calls with a timer; ppgen's code is unchanged. The potential mode "
+    "column says whether the compiled (`jit`) potential was used or why ppgen fell back. "
+    "Plain Pyro: `pyro.infer.NUTS` + `MCMC`, default initialisation (uniform in (-2, 2) on the "
+    "unconstrained space), as are NumPyro's and PyMC's defaults (PyMC: `jitter+adapt_diag`). "
+    "An untimed short run of each torch sampler and of PyMC comes first on each problem "
+    "(imports, first-call overhead, pytensor's on-disk cache of compiled C modules); the Pyro JIT "
+    "row still includes tracing and compiling in every timed run, since every new kernel compiles "
+    "anew, and has no `excl.` row. NumPyro runs in a fresh process per run (after imports): `incl. "
+    "JIT compile` is its first `mcmc.run` (tracing, XLA compilation, sampling); `excl. JIT "
+    "compile` is the same `MCMC` run again with the same key (identical draws), the compiled loop "
+    "coming from JAX's persistent compilation cache (a fresh temporary folder), so that time "
+    "still includes tracing and the cache look-up. PyMC 5 runs in a fresh process per run: "
+    "`incl. compile` is model construction plus `pm.sample(draws, tune, chains=1, cores=1, "
+    "random_seed=s, compute_convergence_checks=False, progressbar=False)` (pytensor graph "
+    "rewriting and compilation of the log density and gradient, with the C-module cache on disk "
+    "already warm, as it is for a user after a first run; NUTS initialisation; sampling; "
+    "conversion to InferenceData); `excl. compile` is PyMC's own `sampling_time` attribute, the "
+    "tuning + draw loop alone. PyMC works in float64 (its default `floatX`); torch and JAX in "
+    "float32 (their defaults). ESS: `arviz.ess(..., method='bulk')`, the minimum over every "
+    "scalar parameter (eight schools: mu, tau, theta_tilde[8]; logistic: w[25], b; gauss_mix: "
+    "mu[2], sigma[2], theta). `ESS/s range` is the smallest and largest over seeds; other columns "
+    "are medians over seeds.")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", nargs="+", choices=sorted(PROBLEMS),
+                        default=["eight_schools", "logistic", "gauss_mix"])
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..n-1 (default 3)")
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--chains", type=int, nargs="*", default=[1, 4, 64],
+                        help="chain counts of the chains table (none: skip it)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny settings (30 + 30 draws, one seed), nothing written")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
-    parser.add_argument("--numpyro-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("numpyro", "pymc"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--child-chains", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.numpyro_child is not None:
-        return numpyro_child(args.numpyro_child, args.warmup, args.draws)
+    if args.child:
+        problem = PROBLEMS[args.problems[0]]
+        if args.child == "numpyro":
+            return numpyro_child(problem, args.child_seed, args.warmup, args.draws, args.child_chains)
+        return pymc_child(problem, args.child_seed, args.warmup, args.draws)
+    if args.quick:
+        args.seeds, args.warmup, args.draws, args.no_write = 1, 30, 30, True
 
     torch.set_num_threads(1)
     import jax
 
     seeds = list(range(args.seeds))
-    head = header(sys.argv, ["torch", "pyro", "numpyro", "jax", "arviz"], extra=[
+    problems = [PROBLEMS[k] for k in args.problems]
+    head = header(sys.argv, ["torch", "pyro", "numpyro", "jax", "pymc", "pytensor", "arviz"], extra=[
         "torch threads: 1 (`torch.set_num_threads(1)`) for ppgen and Pyro; "
         f"JAX on {jax.devices()[0].platform} ({jax.device_count()} device), XLA's own threading; "
-        "float32 everywhere (the torch and JAX defaults)",
-        f"eight schools, noncentred (J=8); one chain, {args.warmup} warm-up + {args.draws} draws; "
-        f"seeds {seeds[0]}..{seeds[-1]} for every sampler (`ppgen.fit(seed=s)`, "
-        "`pyro.set_rng_seed(s)`, `jax.random.PRNGKey(s)`); medians over seeds",
+        "PyMC with pytensor's defaults (C backend, float64)",
+        "problems: " + "; ".join(p.title for p in problems),
+        f"one chain, {args.warmup} warm-up + {args.draws} draws; seeds {seeds[0]}..{seeds[-1]} for "
+        "every sampler (`ppgen.fit(seed=s)`, `pyro.set_rng_seed(s)`, `jax.random.PRNGKey(s)`, "
+        "`pm.sample(random_seed=s)`); medians over seeds",
     ])
-    records, compile_times = bench(seeds, args.warmup, args.draws)
-    summary, detail, compile_s = summarise(records, compile_times)
-    numpyro_fast = median([r["ess_per_s"] for r in records["NumPyro NUTS, excl. JIT compile"]])
-    ppgen_eff = median([r["ess_per_s"] for r in records["ppgen NUTS"]])
-    pyro_eff = median([r["ess_per_s"] for r in records["Pyro NUTS"]])
-    wall_ratio = median([a["seconds"] / b["seconds"]
-                         for a, b in zip(records["ppgen NUTS"], records["Pyro NUTS"])])
-    notes = (
-        f"NumPyro JIT compile time (first run minus compiled run, median): {compile_s:.2f} s.\n\n"
-        f"ESS/s ratios (medians): ppgen / Pyro = {ppgen_eff / pyro_eff:.2f}; "
-        f"ppgen / NumPyro (compiled) = {ppgen_eff / numpyro_fast:.3f}. Wall time ppgen / plain "
-        f"Pyro, same seed (median of per-seed ratios): {wall_ratio:.2f}.\n\n"
-        "Notes: ppgen wraps Pyro's NUTS (`ppgen.fit(program, data, NUTS(num_samples, warmup, "
-        "chains=1), progress=False)`), starts at the prior median (`init_to_median`) and records "
-        "per-draw sampler statistics; plain Pyro and NumPyro use their default initialisation "
-        "(uniform in (-2, 2) on the unconstrained space). An untimed short run of each torch "
-        "sampler comes first (imports, first-call overhead); the Pyro JIT row still includes "
-        "tracing and compiling in each timed run, since every new kernel compiles anew. "
-        "NumPyro runs in a fresh process per seed (after imports): `incl. JIT compile` is its first "
-        "`mcmc.run` (JAX start-up, tracing, XLA compilation, sampling); `excl. JIT compile` is the "
-        "same `MCMC` run again with the same key (identical draws): NumPyro re-traces its sampling "
-        "loop on every `run`, so the compiled loop comes from JAX's persistent compilation cache "
-        "(a fresh temporary folder), and that time still includes tracing and the cache look-up. "
-        "ESS: `arviz.ess(..., method='bulk')`, the minimum over mu, tau and theta_tilde[0..7]."
-    )
-    body = (f"## NUTS: eight schools, ppgen vs Pyro vs NumPyro (`bench_nuts.py`)\n\n{head}\n\n"
-            f"{summary}\n\nPer seed (posterior mean mu / mean tau / min bulk ESS / wall s):\n\n"
-            f"{detail}\n\n{notes}\n")
+    results, chain_results = {}, {}
+    for problem in problems:
+        results[problem.key] = bench(problem, seeds, args.warmup, args.draws)
+        if args.chains:
+            records = results[problem.key]
+            one = records[ROWS[0]][0], records[ROWS[4]][0]
+            chain_results[problem.key] = bench_chains(problem, args.chains, seeds[0], args.warmup,
+                                                      args.draws, one)
+    parts = [f"## NUTS: ESS per second, ppgen vs Pyro vs NumPyro vs PyMC (`bench_nuts.py`)\n\n{head}",
+             "ESS/s (median over seeds) against the targets (ppgen at or above the best peer; "
+             "at least 10x plain Pyro):\n\n" + targets_table(results)]
+    for problem in problems:
+        summary, detail = problem_table(problem, results[problem.key])
+        modes = {(r["mode"], r["reason"]) for r in results[problem.key][ROWS[0]]}
+        why = "; ".join(f"`{m}`" + (f" ({r})" if r else "") for m, r in sorted(modes))
+        parts.append(f"### {problem.title}\n\n{summary}\n\nPer seed (min bulk ESS / wall s):\n\n"
+                     f"{detail}\n\nppgen potential: {why}.")
+    if chain_results:
+        parts.append(f"### Chains in lockstep (CPU; seed {seeds[0]}; {args.warmup} warm-up + "
+                     f"{args.draws} draws per chain; ESS over all chains together)\n\n"
+                     + chains_table(chain_results)
+                     + "\n\nThe 1-chain rows are the main tables' seed-0 runs. NumPyro: "
+                     "`MCMC(..., num_chains=C, chain_method='vectorized')`, first and second run as "
+                     "above. CPU only: the script has no GPU case (this machine has none).")
+    parts.append(NOTES)
+    body = "\n\n".join(parts) + "\n"
     print(body)
     if not args.no_write:
         write_section("bench_nuts", body)
