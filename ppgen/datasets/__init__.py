@@ -16,12 +16,16 @@ naming the file, column and row at fault. ``load_mnist(root)`` reads MNIST's
 IDX files and ``load_binarized_mnist(path)`` the fixed-binarization set.
 ``ring(n)`` and ``grid(n)`` draw from the 2-D Gaussian-mixture targets of
 PacGAN/VEEGAN, whose centres and std ``mixture_modes(name)`` gives.
+``load_posteriordb(name, root)`` reads a posterior, its data, Stan code and
+reference draws from a local copy of posteriordb.
 """
 
 from .embedded import describe, load, names
 from .images import load_binarized_mnist, load_digits, load_mnist, read_idx
+from .posteriordb import load_posteriordb, posteriordb_names
 from .synthetic import grid, mixture_modes, ring
 from .tables import read_csv, select_columns
 
 __all__ = ["load", "names", "describe", "read_csv", "select_columns", "load_digits", "load_mnist",
-           "load_binarized_mnist", "read_idx", "ring", "grid", "mixture_modes"]
+           "load_binarized_mnist", "read_idx", "load_posteriordb", "posteriordb_names",
+           "ring", "grid", "mixture_modes"]

@@ -1,0 +1,1 @@
+"""posteriordb posteriors written as Pyro programs, checked against their reference draws."""
