@@ -7,6 +7,8 @@ import pyro
 import pytest
 import torch
 
+from ppgen.diagnostics.summary import without_numba
+
 SHARED_DATA = pathlib.Path(os.environ.get(
     "PPGEN_SHARED_DATA", pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 
@@ -21,6 +23,14 @@ def _seed():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _arviz_without_numba():
+    # ArviZ 0.23's numba path of az.mcse(method="sd") breaks under NumPy >= 2.4; numba
+    # arrives with peer libraries (PyMC), so the tests use ArviZ's NumPy path throughout.
+    with without_numba():
+        yield
 
 
 @pytest.fixture
