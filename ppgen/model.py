@@ -34,7 +34,7 @@ from pyro.nn import PyroModule
 from .data import as_tensor
 from .errors import ModelError
 
-METHOD_NAMES = ("svi", "map", "nuts", "hmc", "exact", "cd")
+METHOD_NAMES = ("svi", "map", "nuts", "hmc", "exact", "cd", "adversarial")
 
 
 class PointParams(torch.nn.Module):

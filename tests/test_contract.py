@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ppgen
-from ppgen.inference import HMC, MAP, NUTS, SVI, ContrastiveDivergence, Exact
+from ppgen.inference import HMC, MAP, NUTS, SVI, Adversarial, ContrastiveDivergence, Exact
 from ppgen.models import registry
 
 TINY = {"svi": SVI(num_steps=20, num_posterior_samples=20),
@@ -14,7 +14,8 @@ TINY = {"svi": SVI(num_steps=20, num_posterior_samples=20),
         "nuts": NUTS(num_samples=15, warmup=15, chains=1),
         "hmc": HMC(num_samples=15, warmup=15, chains=1, num_steps=4),
         "exact": Exact(num_samples=20),
-        "cd": ContrastiveDivergence(num_epochs=2, batch_size=16)}
+        "cd": ContrastiveDivergence(num_epochs=2, batch_size=16),
+        "adversarial": Adversarial(num_steps=5, batch_size=8)}
 
 FAMILIES = sorted(registry.families())
 

@@ -5,8 +5,8 @@ concrete model family.
 """
 
 from .api import DEFAULT_THREADS, fit
-from .methods import HMC, MAP, NUTS, SVI, ContrastiveDivergence, Exact
+from .methods import HMC, MAP, NUTS, SVI, Adversarial, ContrastiveDivergence, Exact
 from .result import Fit, load
 
 __all__ = ["fit", "load", "Fit", "SVI", "MAP", "NUTS", "HMC", "Exact", "ContrastiveDivergence",
-           "DEFAULT_THREADS"]
+           "Adversarial", "DEFAULT_THREADS"]

@@ -15,6 +15,7 @@ from torch.distributions import biject_to
 from ..data import as_kwargs
 from ..errors import DataError, MethodError
 from ..model import GenerativeModel
+from .adversarial import run_adversarial
 from .contrastive import run_contrastive
 from .exact import run_exact
 from .mcmc import run_mcmc
@@ -195,6 +196,12 @@ def _dispatch(program, method, validation, seed, progress, em_result):
         fingerprint = _fingerprint(program, dataclasses.replace(method, num_epochs=1))
         out = run_contrastive(program, method, seed=seed, progress=progress, fingerprint=fingerprint)
         return Fit(posterior={}, losses=out["losses"], timings={"fit": out["seconds"]}, **common)
+    if method.name == "adversarial":
+        # num_steps is not fingerprinted (UNFINGERPRINTED): a run may be extended from its checkpoint.
+        out = run_adversarial(program, method, seed=seed, progress=progress,
+                              fingerprint=_fingerprint(program, method))
+        return Fit(posterior={}, losses=out["losses"], timings={"fit": out["seconds"]},
+                   extras={"discriminator_losses": out["discriminator_losses"]}, **common)
     if method.name in ("nuts", "hmc"):
         posterior, stats, seconds = run_mcmc(program, method, seed=seed, progress=progress,
                                              init_values=init_values)

@@ -16,7 +16,8 @@ import math
 import pyro.poutine as poutine
 import torch
 
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, DataError, ModelError
+from ..model import GenerativeModel
 from .checkpoint import FORMAT, atomic_save, safe_load
 from .likelihood import pointwise_log_likelihood
 from .methods import GUIDES, METHODS
@@ -39,11 +40,13 @@ class Fit:
     timings : dict of seconds
     log_evidence : float (Exact), nats
     marginals, map_assignment : dict (Exact)
+    extras : dict of JSON-able values a method adds (``Adversarial``: the
+        ``discriminator_losses`` per step)
     """
 
     def __init__(self, *, program, method, posterior, params=None, losses=(), val_losses=(),
                  sample_stats=None, timings=None, log_evidence=None, marginals=None,
-                 map_assignment=None, guide=None, seed=0):
+                 map_assignment=None, guide=None, seed=0, extras=None):
         self.program, self.method, self.posterior = program, method, posterior
         self.params = params or {}
         self.losses, self.val_losses = list(losses), list(val_losses)
@@ -53,6 +56,7 @@ class Fit:
         self.marginals = marginals or {}
         self.map_assignment = map_assignment or {}
         self.guide, self.seed = guide, seed
+        self.extras = dict(extras or {})
         self._log_likelihood = None
 
     @property
@@ -198,7 +202,7 @@ class Fit:
             "model_config": generative.get_config() if generative is not None else None,
             "program": None if generative is not None else getattr(self.program.model, "__name__", None),
             "losses": self.losses, "val_losses": self.val_losses, "timings": self.timings,
-            "log_evidence": self.log_evidence, "seed": self.seed,
+            "log_evidence": self.log_evidence, "seed": self.seed, "extras": self.extras,
             "data_extra": {k: v for k, v in self.program.kwargs.items()
                            if not isinstance(v, torch.Tensor) and _jsonable(v)},
         }
@@ -239,7 +243,9 @@ def load(path, model=None):
 
     ``model`` is needed for fits of plain Pyro programs (a function cannot be
     stored safely); for ``GenerativeModel`` fits the model is rebuilt from its
-    registered class and configuration.
+    registered class and configuration, or, when ``model`` is an instance of the
+    saved class with the saved configuration (a GAN built on your own networks,
+    which a file cannot rebuild), the saved state is loaded into it.
     """
     payload = safe_load(path, "fit")
     try:
@@ -248,14 +254,15 @@ def load(path, model=None):
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: damaged ppgen fit metadata ({exc})") from None
     if meta["model_class"] is not None:
-        from ..models import registry
-        cls = registry.model_class(meta["model_class"])
-        generative = cls(**meta["model_config"])
+        generative = _saved_model(path, meta, model)
         state = payload["model_state"]
         for key, value in state.items():
             if key.startswith("point."):
                 generative.point.set(key[len("point."):], value)
-        generative.load_state_dict(state, strict=False)
+        try:
+            generative.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: the saved weights do not fit the model: {str(exc)[:300]}") from None
         program = Program(model=generative.model, kwargs=dict(payload["data"]), generative=generative)
         program.analyse(at=generative.point.as_dict())
     else:
@@ -268,4 +275,27 @@ def load(path, model=None):
                params=payload["params"], losses=meta["losses"], val_losses=meta["val_losses"],
                sample_stats=payload["sample_stats"], timings=meta["timings"],
                log_evidence=meta["log_evidence"], marginals=payload["marginals"],
-               map_assignment=payload["map_assignment"], seed=meta["seed"])
+               map_assignment=payload["map_assignment"], seed=meta["seed"], extras=meta.get("extras"))
+
+
+def _saved_model(path, meta, model):
+    """The model to restore into: ``model`` when it is a GenerativeModel instance
+    (checked against the saved class and configuration), else a new one built from
+    the saved configuration."""
+    name, config = meta["model_class"], meta["model_config"]
+    if isinstance(model, GenerativeModel):
+        if type(model).__name__ != name:
+            raise CheckpointError(f"{path}: holds a fit of {name}, not of the given {type(model).__name__}")
+        given = json.loads(json.dumps(model.get_config()))
+        differ = sorted(k for k in set(given) | set(config) if given.get(k) != config.get(k))
+        if differ:
+            raise CheckpointError(f"{path}: the given {name} differs from the saved one in "
+                                  + ", ".join(f"{k} ({given.get(k)!r}, saved {config.get(k)!r})" for k in differ))
+        return model
+    from ..models import registry
+    cls = registry.model_class(name)
+    try:
+        return cls(**config)
+    except ModelError as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the saved {name} from its configuration ({exc}); "
+                              "pass the model as load(path, model=...)") from None

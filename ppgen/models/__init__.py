@@ -8,6 +8,7 @@ from .conv_vae import ConvVAE
 from .diffusion import DDPM
 from .factor import PPCA, FactorAnalysis
 from .flow import MAF, NeuralSplineFlow, RealNVP
+from .gan import GAN
 from .hmm import BernoulliHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 from .mixture import GaussianMixture
 from .rbm import BernoulliRBM, GaussianBernoulliRBM
@@ -16,11 +17,11 @@ from .vae import VAE, ConditionalVAE
 for _cls in (GaussianMixture, PPCA, FactorAnalysis, ConjugateNormal, BetaBernoulli,
              BayesianNetwork, BernoulliRBM, GaussianBernoulliRBM,
              VAE, ConvVAE, ConditionalVAE, Autoencoder, DenoisingAutoencoder,
-             RealNVP, MAF, NeuralSplineFlow, DDPM):
+             RealNVP, MAF, NeuralSplineFlow, DDPM, GAN):
     registry.register(_cls)
 
 __all__ = ["BayesianNetwork", "CategoricalHMM", "GaussianHMM", "PoissonHMM", "BernoulliHMM",
            "GaussianMixture", "PPCA", "FactorAnalysis", "ConjugateNormal", "BetaBernoulli",
            "BernoulliRBM", "GaussianBernoulliRBM",
            "VAE", "ConvVAE", "ConditionalVAE", "Autoencoder", "DenoisingAutoencoder",
-           "RealNVP", "MAF", "NeuralSplineFlow", "DDPM", "registry"]
+           "RealNVP", "MAF", "NeuralSplineFlow", "DDPM", "GAN", "registry"]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import datasets
-from ..inference import MAP, NUTS, SVI, ContrastiveDivergence, Exact
+from ..inference import MAP, NUTS, SVI, Adversarial, ContrastiveDivergence, Exact
 from ..models import registry
 
 #: Settings of the full demo and of ``--quick`` (for tests and smoke runs).
@@ -28,7 +28,7 @@ SETTINGS = {
 }
 
 #: The order in which a family's methods are run and shown.
-METHOD_ORDER = ("map", "exact", "svi", "nuts", "hmc", "cd")
+METHOD_ORDER = ("map", "exact", "svi", "nuts", "hmc", "cd", "adversarial")
 
 
 @dataclasses.dataclass
@@ -208,6 +208,8 @@ def method_for(name, settings, previous):
         return SVI(num_steps=settings["svi_steps"], num_posterior_samples=settings["draws"], **optimiser)
     if name == "cd":
         return ContrastiveDivergence(num_epochs=settings.get("cd_epochs", 5), **optimiser)
+    if name == "adversarial":
+        return Adversarial(num_steps=settings["map_steps"], batch_size=settings.get("batch_size", 64))
     if name in ("nuts", "hmc"):
         return NUTS(num_samples=settings["nuts_samples"], warmup=settings["nuts_warmup"],
                     chains=settings["chains"], jit_compile=settings["jit"])
