@@ -243,6 +243,8 @@ def run_family(family, out, quick, seed, progress):
             fit = ppgen_fit(recipe.make_model(), recipe.data, method, seed=seed, progress=progress)
             seconds = time.perf_counter() - start
             record = _fit_record(recipe, method_name, fit, seconds)
+            if recipe.quality is not None:
+                record.update(recipe.quality(fit))
         except Exception as exc:  # a demo reports every failure and carries on
             log.debug("demo: %s failed", label, exc_info=True)
             record = {"family": family, "method": method_name,

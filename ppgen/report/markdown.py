@@ -42,6 +42,7 @@ COLUMNS = {
     "lppd": "posterior predictive log p(x) per datum (nats)",
     "log_evidence_per_datum": "log evidence per datum (nats)",
     "divergences": "divergences", "max_rhat": "max R-hat", "min_ess_bulk": "min bulk ESS",
+    "modes": "modes captured", "high_quality": "high-quality samples (%)",
 }
 
 
