@@ -1,7 +1,7 @@
 """NUTS, ESS per second: ppgen, plain Pyro (with and without JIT), NumPyro and PyMC.
 
 Run:  nice python benchmarks/bench_nuts.py              (3 seeds, the default; longer still)
-      nice python benchmarks/bench_nuts.py --seeds 2    (54 minutes there, load average ~5)
+      nice python benchmarks/bench_nuts.py --seeds 2    (24 minutes there, load average ~5)
       python benchmarks/bench_nuts.py --quick           (tiny settings, checks the script)
       python benchmarks/bench_nuts.py --problems logistic --seeds 1 --no-write
 
@@ -74,17 +74,18 @@ def potential_timer():
         fast_mcmc.Potential = real
 
 
-def run_ppgen(problem, seed, warmup, draws, chains=1):
+def run_ppgen(problem, seed, warmup, draws, chains=1, potential="auto"):
     import ppgen
     from ppgen.inference import NUTS
 
     with potential_timer() as built:
         fit, seconds = timed(ppgen.fit, pyro_model(problem.key), torch_data(problem.key),
-                             NUTS(num_samples=draws, warmup=warmup, chains=chains), seed=seed,
-                             progress=False)
+                             NUTS(num_samples=draws, warmup=warmup, chains=chains, potential=potential),
+                             seed=seed, progress=False)
     posterior = {k: fit.posterior[k].numpy() for k in problem.sites}
     record = _record(problem, seed, posterior, seconds, int(fit.sample_stats["diverging"].sum()))
-    return {**record, **built[0]}
+    # The fit's own record of building (and compiling) its potential, fit.timings["compile"].
+    return {**record, **built[0], "compile": fit.timings["compile"]}
 
 
 def run_pyro(problem, seed, warmup, draws, jit):
@@ -195,7 +196,7 @@ def bench(problem, seeds, warmup, draws):
     records = {row: [] for row in ROWS}
     # Untimed short runs first: imports and first-call overhead of each sampler,
     # and PyMC's on-disk cache of compiled C modules for this model's operations.
-    run_ppgen(problem, 0, 20, 20)
+    run_ppgen(problem, 0, 20, 20, potential="compiled")  # and TorchInductor's on-disk cache
     run_pyro(problem, 0, 20, 20, False)
     run_pyro(problem, 0, 20, 20, True)
     run_child("pymc", problem, 0, 20, 20)
@@ -293,13 +294,16 @@ def chains_table(chain_results):
 NOTES = (
     "Notes. ppgen: `ppgen.fit(program, data, NUTS(num_samples, warmup, chains), seed=s, "
     "progress=False)`, its own engine (all chains in lockstep on a potential traced from the "
-    "model), starting at the prior median (`init_to_median`). Its `excl. compile` time is the "
-    "fit's wall time minus the seconds spent constructing `ppgen.inference.potential.Potential` "
-    "inside that same fit (Pyro's `initialize_model`, the check that the model runs under an "
-    "extra plate over chains, and where it applies `torch.jit.trace`/`make_fx`/`freeze` and the "
-    "two checks of the traced graph): the benchmark wraps the `Potential` name that "
-    "`fast_mcmc.run_fast_mcmc` calls with a timer; ppgen's code is unchanged. The potential mode "
-    "column says whether the compiled (`jit`) potential was used or why ppgen fell back. "
+    "model; with 1000 + 1000 iterations `potential='auto'` compiles it, with its fused leapfrog "
+    "step, by TorchInductor), starting at the prior median (`init_to_median`). Its `excl. "
+    "compile` time is the fit's wall time minus the fit's own `fit.timings['compile']`, the "
+    "seconds spent building `ppgen.inference.potential.Potential` (Pyro's `initialize_model`, the "
+    "check that the model runs under an extra plate over chains, `make_fx` recording, "
+    "TorchInductor compiling, and the checks of the compiled graphs against eager evaluation at "
+    "seven points). The untimed first ppgen run on each problem compiles too, so TorchInductor's "
+    "on-disk cache of compiled kernels is warm, as pytensor's is for PyMC. The potential mode "
+    "column says which potential was used (`compiled`: TorchInductor; `jit`: TorchScript) or why "
+    "ppgen fell back. "
     "Plain Pyro: `pyro.infer.NUTS` + `MCMC`, default initialisation (uniform in (-2, 2) on the "
     "unconstrained space), as are NumPyro's and PyMC's defaults (PyMC: `jitter+adapt_diag`). "
     "An untimed short run of each torch sampler and of PyMC comes first on each problem "

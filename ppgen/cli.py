@@ -5,6 +5,7 @@
     ppgen models                       the registered model families and their methods
     ppgen datasets [NAME]              the embedded datasets (or one's source and licence)
     ppgen fit MODEL --data NAME_OR_CSV --method svi|map|nuts|hmc|exact --out DIR [...]
+    torchrun --nproc-per-node N -m ppgen.cli fit ...   the same, data-parallel over N processes
     ppgen demo [--out DIR] [--quick]   every family, every method, one report folder
 
 This module is the only place in ppgen that prints. Errors ppgen raises on
@@ -113,8 +114,10 @@ def build_method(args):
 
     name = args.method
     given = {"--num-steps": args.num_steps, "--num-samples": args.num_samples,
-             "--warmup": args.warmup, "--chains": args.chains}
-    applies = {"svi": ("--num-steps", "--num-samples"), "map": ("--num-steps",),
+             "--warmup": args.warmup, "--chains": args.chains,
+             "--batch-size": getattr(args, "batch_size", None), "--checkpoint": getattr(args, "checkpoint", None)}
+    applies = {"svi": ("--num-steps", "--num-samples", "--batch-size", "--checkpoint"),
+               "map": ("--num-steps", "--batch-size", "--checkpoint"),
                "nuts": ("--num-samples", "--warmup", "--chains"),
                "hmc": ("--num-samples", "--warmup", "--chains"), "exact": ("--num-samples",)}
     extra = [flag for flag, value in given.items() if value is not None and flag not in applies[name]]
@@ -122,7 +125,8 @@ def build_method(args):
         raise UsageError(f"{', '.join(extra)} do(es) not apply to --method {name} "
                          f"(it takes {', '.join(applies[name])})")
     if name in ("svi", "map"):
-        kwargs = {"num_steps": args.num_steps}
+        kwargs = {"num_steps": args.num_steps, "batch_size": given["--batch-size"],
+                  "checkpoint": given["--checkpoint"]}
         if name == "svi":
             kwargs["num_posterior_samples"] = args.num_samples
         return (SVI if name == "svi" else MAP)(**{k: v for k, v in kwargs.items() if v is not None})
@@ -169,6 +173,7 @@ def cmd_fit(args, out):
     import ppgen
 
     from . import diagnostics
+    from . import distributed as dist
     from .inference import MAP, Exact
     from .models import registry
     from .report import point_log_likelihood, quiet
@@ -179,21 +184,27 @@ def cmd_fit(args, out):
     method = build_method(args)
     data = frame.to_numpy(dtype=float, copy=True)
     progress = not args.no_progress
+    # Under torchrun every process fits its shard; rank 0 alone writes the outputs and prints.
+    multi = getattr(args, "distributed", False) or dist.is_launched()
+    if multi and method.name == "exact":
+        raise UsageError("--method exact runs in one process; start it without torchrun")
     start = time.perf_counter()
     try:
         if (isinstance(method, Exact) and model.supports("exact") and model.supports("map")
                 and not hasattr(model, "exact_posterior")):
             # Continuous sites cannot be enumerated: fix them at a MAP estimate first.
             print(f"exact: fixing {cls.__name__}'s continuous sites at a MAP estimate first", file=out)
-            map_fit = ppgen.fit(model, data, MAP(), seed=args.seed, progress=progress)
+            map_fit = ppgen.fit(model, data, MAP(), seed=args.seed, progress=progress, distributed=multi)
             method = Exact(params=map_fit, num_samples=method.num_samples)
-        fit = ppgen.fit(model, data, method, seed=args.seed, progress=progress)
+        fit = ppgen.fit(model, data, method, seed=args.seed, progress=progress, distributed=multi)
     except DataError as exc:
         if frame.shape[1] > 1 and "expected" in str(exc):
             raise DataError(f"{_one_line(exc)} (the data have columns {', '.join(frame.columns)}; "
                             "pick some with --columns)") from None
         raise
     seconds = time.perf_counter() - start
+    if multi and not dist.is_main():
+        return 0
 
     os.makedirs(args.out, exist_ok=True)
     written = []
@@ -302,6 +313,10 @@ def build_parser():
                    help="posterior draws (nuts, hmc, exact; guide draws for svi)")
     p.add_argument("--warmup", type=int, help="warm-up steps per chain (nuts, hmc)")
     p.add_argument("--chains", type=int, help="chains (nuts, hmc)")
+    p.add_argument("--batch-size", type=int, help="minibatch size (svi, map); the global batch when distributed")
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint file written and resumed from (svi, map)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over a torchrun process group (implied when launched by torchrun)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_fit)

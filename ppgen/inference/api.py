@@ -15,8 +15,10 @@ from torch.distributions import biject_to
 from ..data import as_kwargs
 from ..errors import DataError, MethodError
 from ..model import GenerativeModel
+from . import data_parallel
 from .adversarial import run_adversarial
 from .contrastive import run_contrastive
+from .data_parallel_gan import run_adversarial_data_parallel
 from .exact import run_exact
 from .mcmc import run_mcmc
 from .methods import MAP, SVI, as_method
@@ -43,7 +45,7 @@ def _threads(count):
 
 
 def fit(model, data=None, method=None, *, guide=None, device=None, dtype=None, seed=0,
-        progress=True, threads=None):
+        progress=True, threads=None, distributed=False):
     """Fit ``model`` to ``data`` with ``method`` and return a :class:`Fit`.
 
     Parameters
@@ -63,15 +65,28 @@ def fit(model, data=None, method=None, *, guide=None, device=None, dtype=None, s
         Show progress bars.
     threads : int, optional
         Torch CPU threads while fitting (default :data:`DEFAULT_THREADS`).
+    distributed : bool
+        Train data-parallel over the processes of a ``torch.distributed`` group
+        (launch them with ``torchrun``; NCCL on CUDA, gloo on CPU): SVI and MAP
+        (:mod:`ppgen.inference.data_parallel`) and Adversarial shard each
+        minibatch over the ranks and all-reduce the gradients; NUTS and HMC
+        split the chains over the ranks. Every rank returns the same ``Fit``;
+        only rank 0 writes checkpoints, logs and progress bars. Without a process
+        group this raises a MethodError that shows the torchrun command.
     """
     method = as_method(method if method is not None else SVI())
     if not isinstance(seed, int):
         raise MethodError(f"seed must be an integer, got {seed!r}")
+    if distributed:
+        if isinstance(model, GenerativeModel) and _uses_em(model, method):
+            raise MethodError(f"distributed=True: MAP(solver={method.solver!r}) runs {type(model).__name__}'s "
+                              "EM solver, which is not data-parallel; use MAP(solver='gradient')")
+        device = data_parallel.setup(method, device)
     pyro.set_rng_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     with _threads(threads or DEFAULT_THREADS):
         program, validation, em_result = _program(model, data, method, guide, device, dtype, generator)
-        return _run(program, method, validation, seed, progress, em_result)
+        return _run(program, method, validation, seed, progress, em_result, distributed)
 
 
 def _program(model, data, method, guide, device, dtype, generator):
@@ -163,13 +178,13 @@ def _with_deterministic(program, posterior):
     return {**posterior, **{k: v.reshape((chains, draws) + v.shape[1:]) for k, v in extra.items()}}
 
 
-def _run(program, method, validation, seed, progress, em_result):
-    fit = _dispatch(program, method, validation, seed, progress, em_result)
+def _run(program, method, validation, seed, progress, em_result, distributed=False):
+    fit = _dispatch(program, method, validation, seed, progress, em_result, distributed)
     fit.posterior = _with_deterministic(program, fit.posterior)
     return fit
 
 
-def _dispatch(program, method, validation, seed, progress, em_result):
+def _dispatch(program, method, validation, seed, progress, em_result, distributed=False):
     generative = program.generative
     init_values = _init_values(program)
     common = dict(program=program, method=method, seed=seed)
@@ -182,9 +197,10 @@ def _dispatch(program, method, validation, seed, progress, em_result):
         raise MethodError(f"MAP(solver='em'): {type(generative).__name__ if generative else 'a plain program'} "
                           "has no EM solver; use solver='gradient'")
     if isinstance(method, SVI):
-        out = run_svi(program, method, seed=seed, progress=progress,
-                      fingerprint=_fingerprint(program, method),
-                      validation_kwargs=validation, init_values=init_values)
+        runner = data_parallel.run_svi_data_parallel if distributed else run_svi
+        out = runner(program, method, seed=seed, progress=progress,
+                     fingerprint=_fingerprint(program, method),
+                     validation_kwargs=validation, init_values=init_values)
         draws = guide_draws(program, out["guide"], method.num_posterior_samples)
         params = _guide_point(out["guide"], program, draws, isinstance(method, MAP))
         _write_back(generative, params)
@@ -198,17 +214,20 @@ def _dispatch(program, method, validation, seed, progress, em_result):
         return Fit(posterior={}, losses=out["losses"], timings={"fit": out["seconds"]}, **common)
     if method.name == "adversarial":
         # num_steps is not fingerprinted (UNFINGERPRINTED): a run may be extended from its checkpoint.
-        out = run_adversarial(program, method, seed=seed, progress=progress,
-                              fingerprint=_fingerprint(program, method))
+        runner = run_adversarial_data_parallel if distributed else run_adversarial
+        out = runner(program, method, seed=seed, progress=progress, fingerprint=_fingerprint(program, method))
         return Fit(posterior={}, losses=out["losses"], timings={"fit": out["seconds"]},
                    extras={"discriminator_losses": out["discriminator_losses"]}, **common)
     if method.name in ("nuts", "hmc"):
-        posterior, stats, seconds = run_mcmc(program, method, seed=seed, progress=progress,
-                                             init_values=init_values)
+        if distributed:
+            from .mcmc_ranks import run_mcmc_over_ranks as runner  # chains split over the ranks
+        else:
+            runner = run_mcmc
+        posterior, stats, seconds = runner(program, method, seed=seed, progress=progress, init_values=init_values)
         params = {k: v.reshape((-1,) + v.shape[2:]).mean(0) for k, v in posterior.items()}
         _write_back(generative, params)
         return Fit(posterior=posterior, params=params, sample_stats=stats,
-                   timings={"sampling": seconds}, **common)
+                   timings=getattr(seconds, "parts", {"sampling": seconds}), **common)
     fixed = method.params
     if isinstance(fixed, Fit):
         fixed = fixed.params

@@ -18,6 +18,18 @@ from pyro.infer.autoguide import init_to_median, init_to_value
 
 from ..errors import MethodError
 from .fast_mcmc import run_fast_mcmc
+from .program import init_to_unconstrained_uniform
+
+
+class Seconds(float):
+    """A wall time in seconds (a float, for callers that add them up) with its breakdown
+    ``parts``: ``{"compile": s, "sampling": s, "total": s}``, which ``fit`` keeps as the
+    ``Fit``'s timings."""
+
+    def __new__(cls, total, parts=None):  # (pickle calls it with the total alone)
+        self = super().__new__(cls, total)
+        self.parts = dict(parts or {})
+        return self
 
 
 class _Recorder:
@@ -58,16 +70,19 @@ class _HMC(_Recorder, pyro_mcmc.HMC):
 
 
 def run_mcmc(program, method, *, seed, progress, init_values=None):
-    """Run ``method.chains`` chains; return draws ``(chains, draws, ...)`` and stats."""
+    """Run ``method.chains`` chains; return draws ``(chains, draws, ...)``, stats and the
+    wall time in seconds (ppgen's engine: a :class:`Seconds` whose ``parts`` also give
+    ``"compile"``, the potential's build, and ``"sampling"``, the rest)."""
     if not program.continuous_sites:
         raise MethodError(f"{method.name.upper()}: the model has no continuous latent sites "
                           "to sample; use Exact() for purely discrete models")
     if method.engine == "ppgen":
         posterior, stats, seconds, _ = run_fast_mcmc(program, method, seed=seed, progress=progress,
                                                      init_values=init_values)
-        return posterior, stats, seconds
+        return posterior, stats, Seconds(seconds["total"], seconds)
     model = program.enumerated_model()
-    init = init_to_value(values=init_values, fallback=init_to_median) if init_values else init_to_median
+    median = init_to_median(fallback=init_to_unconstrained_uniform)  # ImproperUniform: no median
+    init = init_to_value(values=init_values, fallback=median) if init_values else median
     names = [s.name for s in program.continuous_sites]
     draws = {name: [] for name in names}
     stats = {k: [] for k in ("diverging", "tree_depth", "step_size", "acceptance_rate", "energy")}

@@ -147,7 +147,7 @@ class MAP(SVI):
 
 
 ENGINES = ("ppgen", "pyro")
-POTENTIALS = ("auto", "jit", "vectorized", "loop")
+POTENTIALS = ("auto", "compiled", "jit", "vectorized", "loop")
 
 
 @dataclass(frozen=True)
@@ -156,8 +156,10 @@ class NUTS:
 
     ``engine="ppgen"`` (default) runs every chain at once on a potential traced
     from the model (:mod:`ppgen.inference.fast_mcmc`): ``potential`` says how it
-    is evaluated (``"auto"``: compiled by ``torch.jit.trace`` where safe, else
-    vectorised over chains, else Pyro's own chain by chain). ``engine="pyro"``
+    is evaluated (``"auto"``: recorded and compiled where that is checked safe, by
+    TorchInductor for runs of 1000+ iterations (``"compiled"``), else TorchScript
+    (``"jit"``); else vectorised over chains; else Pyro's own chain by chain;
+    ``fit.timings["compile"]`` is the build time). ``engine="pyro"``
     runs Pyro's kernels, chains one after another with seeds ``seed + c``
     (``jit_compile`` applies there). Either way, warm-up adapts the step size
     (towards ``target_accept``) and a diagonal or dense (``dense_mass``) mass

@@ -87,26 +87,41 @@ class Sampler:
     max_tree_depth : int
     generator : torch.Generator
         The one source of randomness (momenta, directions, proposals).
+    fused_leaf : callable, optional
+        ``(z, r, grad, rho, step, half_step, inverse) -> (z, r, grad, U, H, M^{-1} r, rho + r)``,
+        one compiled leapfrog step for a diagonal metric (``Potential.leaf``); the same
+        arithmetic in separate tensor operations otherwise.
     """
 
-    def __init__(self, value_and_grad, max_tree_depth, generator):
+    def __init__(self, value_and_grad, max_tree_depth, generator, fused_leaf=None):
         self.value_and_grad, self.max_tree_depth, self.generator = value_and_grad, max_tree_depth, generator
+        self.fused_leaf = fused_leaf
 
     def _uniform(self, like):
         return torch.rand(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
 
-    def leapfrog(self, z, r, grad, step, metric, half_step=None):
-        half_step = 0.5 * step if half_step is None else half_step
+    def leaf(self, z, r, grad, rho, step, half_step, metric):
+        """One leapfrog step and the new point's ``(z, r, grad, U, H, M^{-1} r, rho + r)``."""
+        if self.fused_leaf is not None and not metric.dense:
+            return self.fused_leaf(z, r, grad, rho, step, half_step, metric.inverse)
         r = r - half_step * grad
         z = z + step * metric.velocity(r)
         potential, grad = self.value_and_grad(z)
         r = r - half_step * grad
+        velocity = metric.velocity(r)
+        return z, r, grad, potential, potential + 0.5 * (velocity * r).sum(-1), velocity, rho + r
+
+    def leapfrog(self, z, r, grad, step, metric, half_step=None):
+        half_step = 0.5 * step if half_step is None else half_step
+        z, r, grad, potential = self.leaf(z, r, grad, r, step, half_step, metric)[:4]
         return z, r, grad, potential
 
     def transition(self, state, step_size, metric):
         """One NUTS transition of every chain; returns ``(state, stats)``."""
         z, grad, potential = state.z, state.grad, state.potential
         chains = z.shape[0]
+        if chains == 1:
+            return self._transition_single(state, step_size, metric)
         r = metric.momentum(z.shape, self.generator, z.dtype, z.device)
         energy0 = potential + metric.kinetic(r)
         tree = {"left": (z, r, grad, potential), "right": (z, r, grad, potential),
@@ -163,14 +178,14 @@ class Sampler:
         block_rho = r.new_empty((j + 1,) + r.shape)
         uniforms = torch.rand((2 ** j, chains), generator=self.generator, dtype=z.dtype, device=z.device)
         for n in range(2 ** j):
-            new = self.leapfrog(z, r, grad, step, metric, half_step)
+            new = self.leaf(z, r, grad, r, step, half_step, metric)
             if everyone:
-                z, r, grad, potential = new
+                z, r, grad, potential, energy = new[:5]
             else:
                 column = alive.unsqueeze(-1)
                 z, r, grad = (torch.where(column, a, b) for a, b in zip(new[:3], (z, r, grad)))
-                potential = torch.where(alive, new[3], potential)
-            delta = torch.nan_to_num(potential + metric.kinetic(r) - energy0, nan=math.inf)
+                potential, energy = torch.where(alive, new[3], potential), new[4]
+            delta = torch.nan_to_num(energy - energy0, nan=math.inf)
             merged = torch.logaddexp(log_weight, -delta)
             take = uniforms[n] < torch.exp(-delta - merged)
             accept = torch.exp(-delta.clamp(min=0))
@@ -210,6 +225,94 @@ class Sampler:
         return {"end": (z, r, grad, potential), "proposal": proposal, "log_weight": log_weight,
                 "rho": rho, "turning": turning, "diverging": diverging, "accept_sum": accept_sum,
                 "leaves": leaves}
+
+
+    # ------------------------------------------------------------ one chain, scalar bookkeeping
+    def _transition_single(self, state, step_size, metric):
+        """:meth:`transition` for one chain, the same algorithm with the per-leaf
+        bookkeeping (energies, weights, choices) in Python floats: one tensor read per
+        leaf instead of a dozen small tensor operations."""
+        z, grad, potential = state.z, state.grad, state.potential
+        r = metric.momentum(z.shape, self.generator, z.dtype, z.device)
+        velocity = metric.velocity(r)
+        energy0 = float(potential + 0.5 * (velocity * r).sum(-1))
+        left = right = (z, r, grad, potential, velocity)
+        proposal, log_weight, rho = (z, potential, grad), 0.0, r
+        steps = (step_size, -step_size, 0.5 * step_size, -0.5 * step_size)
+        coins = torch.rand(2 * self.max_tree_depth, generator=self.generator, dtype=torch.float64).tolist()
+        depth, diverging, accept_sum, leaves = 0, False, 0.0, 0
+        for j in range(self.max_tree_depth):
+            forward = coins[2 * j] < 0.5
+            sub = self._subtree_single(right if forward else left, forward, j, energy0, steps, metric)
+            accept_sum, leaves, depth = accept_sum + sub["accept_sum"], leaves + sub["leaves"], j + 1
+            diverging = diverging or sub["diverging"]
+            if sub["turning"] or sub["diverging"]:
+                break
+            if coins[2 * j + 1] < math.exp(min(sub["log_weight"] - log_weight, 0.0)):
+                proposal = sub["proposal"]
+            log_weight = _logaddexp(log_weight, sub["log_weight"])
+            if forward:
+                right = sub["end"]
+            else:
+                left = sub["end"]
+            rho = rho + sub["rho"]
+            if _turning_single(left[4], right[4], rho):
+                break
+        like = potential
+        stats = {"accept": like.new_full((1,), accept_sum / max(leaves, 1)),
+                 "depth": torch.full((1,), depth, dtype=torch.long, device=like.device),
+                 "diverging": torch.full((1,), diverging, dtype=torch.bool, device=like.device),
+                 "energy": like.new_full((1,), energy0), "leapfrogs": like.new_full((1,), float(leaves))}
+        return State(*proposal), stats
+
+    def _subtree_single(self, start, forward, j, energy0, steps, metric):
+        z, r, grad, potential, velocity = start
+        step, half_step = (steps[0], steps[2]) if forward else (steps[1], steps[3])
+        log_weight, proposal, rho = -math.inf, (z, potential, grad), torch.zeros_like(r)
+        accept_sum, leaves, turning, diverging = 0.0, 0, False, False
+        block_velocity, block_rho = [None] * (j + 1), [None] * (j + 1)
+        uniforms = torch.rand(2 ** j, generator=self.generator, dtype=torch.float64).tolist()
+        for n in range(2 ** j):
+            z, r, grad, potential, energy, velocity, rho_next = self.leaf(z, r, grad, rho, step, half_step, metric)
+            delta = float(energy) - energy0
+            if delta != delta:
+                delta = math.inf
+            merged = _logaddexp(log_weight, -delta)
+            accept_sum += math.exp(-delta) if delta > 0 else 1.0
+            leaves += 1
+            if merged > -math.inf and uniforms[n] < math.exp(-delta - merged):
+                proposal = (z, potential, grad)
+            log_weight = merged
+            opening = min(_trailing(n, 0), j) if n else j
+            for k in range(1, opening + 1):
+                block_velocity[k], block_rho[k] = velocity, rho
+            rho = rho_next
+            if delta > MAX_DELTA_H:
+                diverging = True
+                break
+            for k in range(1, _trailing(n, 1) + 1):
+                if _turning_single(block_velocity[k], velocity, rho - block_rho[k]):
+                    turning = True
+                    break
+            if turning:
+                break
+        return {"end": (z, r, grad, potential, velocity), "proposal": proposal, "log_weight": log_weight,
+                "rho": rho, "turning": turning, "diverging": diverging, "accept_sum": accept_sum,
+                "leaves": leaves}
+
+
+def _logaddexp(a, b):
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
+
+
+def _turning_single(velocity_minus, velocity_plus, rho):
+    """The U-turn criterion for one chain from the end velocities ``M^{-1} r``."""
+    a, b = (torch.cat([velocity_minus, velocity_plus]) * rho).sum(-1).tolist()
+    return a <= 0 or b <= 0
 
 
 def _col(mask, like):

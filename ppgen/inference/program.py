@@ -15,9 +15,30 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.infer import config_enumerate
+from pyro.infer.autoguide.initialization import InitMessenger
+from torch.distributions import biject_to
 
 from ..errors import MethodError, ModelError
 from ..model import GenerativeModel
+
+
+def init_to_unconstrained_uniform(site):
+    """A point of the site's support without drawing from its distribution:
+    :math:`T(u)`, :math:`u \\sim U(-2, 2)` on the unconstrained space, :math:`T` the
+    support's bijection (Pyro's ``init_to_uniform`` rule, which needs a draw for the
+    shape and so fails on ``ImproperUniform``)."""
+    fn = site["fn"]
+    transform = biject_to(fn.support)
+    return transform(4 * torch.rand(transform.inverse_shape(fn.shape())) - 2)
+
+
+def _prior_draw_or_feasible(site):
+    """A draw from the site's distribution, or (for one that cannot be drawn, an improper
+    flat density) :func:`init_to_unconstrained_uniform`."""
+    try:
+        return site["fn"](*site["args"], **site["kwargs"])
+    except NotImplementedError:
+        return init_to_unconstrained_uniform(site)
 
 
 @dataclass
@@ -50,6 +71,9 @@ class Program:
         """Trace the model once (at the site values ``at``, if given, rather than
         at prior draws, which can be degenerate for vague priors)."""
         model = poutine.condition(self.model, data=at) if at else self.model
+        # Prior draws, or a feasible point where a site cannot be drawn (ImproperUniform),
+        # as Pyro's initialize_model does.
+        model = InitMessenger(_prior_draw_or_feasible)(model)
         # ppgen models check their data themselves; argument validation of every
         # per-datum distribution would dominate this one trace on large data.
         validate = self.generative is None

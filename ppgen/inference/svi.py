@@ -5,6 +5,11 @@ DESIGN.md) and from Pyro's param store (``pyro.param`` in plain programs), and
 optimised with ``torch.optim.Adam`` on their unconstrained values. The loop
 saves atomic checkpoints (parameters, optimiser, RNG state, loss history) and
 resumes from them; Ctrl-C writes one before it stops.
+
+A ``GenerativeModel`` may keep training state of its own (a diffusion model's
+moving average of its weights): the loop calls its ``after_step()`` after every
+optimiser step, and checkpoints ``training_state()`` (a dict of tensors), which
+``load_training_state(state)`` restores on resume.
 """
 
 from __future__ import annotations
@@ -49,9 +54,11 @@ def build_guide(program, method, init_values=None):
         return method.guide
     if not program.continuous_sites:
         return lambda *args, **kwargs: None
-    init = init_to_median
+    from .program import init_to_unconstrained_uniform  # ImproperUniform sites have no median
+
+    init = init_to_median(fallback=init_to_unconstrained_uniform)
     if init_values:
-        init = init_to_value(values=init_values, fallback=init_to_median)
+        init = init_to_value(values=init_values, fallback=init)
     model = poutine.block(program.enumerated_model(),
                           hide=[s.name for s in program.discrete_sites])
     return AUTOGUIDES[method.guide](model, init_loc_fn=init)
@@ -175,11 +182,14 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
     state = {"step": 0, "losses": [], "val_losses": [], "best_val": math.inf,
              "best_params": None, "bad_evals": 0, "stopped_early": False}
 
+    generative = program.generative
+    model_state = getattr(generative, "training_state", lambda: {})
+
     def snapshot():
         return {"format": FORMAT, "kind": "checkpoint", "fingerprint": fingerprint,
                 "params": {k: v.detach().clone() for k, v in params.items()},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(), "state": copy.deepcopy(state)}
+                "rng": _rng_state(), "state": copy.deepcopy(state), "model_state": model_state()}
 
     if method.checkpoint and method.resume:
         saved = resume_from(method.checkpoint, fingerprint, params)
@@ -188,6 +198,8 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
             scheduler.load_state_dict(saved["scheduler"])
             _set_rng_state(saved["rng"])
             state = saved["state"]
+            if saved.get("model_state"):
+                generative.load_training_state(saved["model_state"])
             log.info("resumed SVI from %s at step %d", method.checkpoint, state["step"])
 
     start = time.perf_counter()
@@ -197,7 +209,7 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
     try:
         with interrupt:
             _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt,
-                  validation_kwargs, snapshot)
+                  validation_kwargs, snapshot, getattr(generative, "after_step", None))
     except KeyboardInterrupt:
         if method.checkpoint:
             atomic_save(snapshot(), method.checkpoint)
@@ -244,7 +256,7 @@ class _DeferredInterrupt:
 
 
 def _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt,
-          validation_kwargs, snapshot):
+          validation_kwargs, snapshot, after_step=None):
     check = getattr(interrupt, "check", lambda: None)
     while state["step"] < method.num_steps and not state["stopped_early"]:
         check()
@@ -258,6 +270,8 @@ def _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt
             torch.nn.utils.clip_grad_norm_(list(params.values()), method.clip_norm)
         optimizer.step()
         scheduler.step()
+        if after_step is not None:
+            after_step()
         state["step"] += 1
         state["losses"].append(loss.item())
         bar.update()

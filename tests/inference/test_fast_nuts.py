@@ -37,14 +37,42 @@ def simplex_model(counts):
         pyro.sample("y", dist.Normal(0.0, scale), obs=torch.tensor([0.5, -1.0, 2.0, 0.1]))
 
 
+def logistic(X, y=None):
+    w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([X.shape[-1]]).to_event(1))
+    b = pyro.sample("b", dist.Normal(0.0, 1.0))
+    with pyro.plate("rows", X.shape[0]):
+        pyro.sample("y", dist.Bernoulli(logits=(X * w).sum(-1) + b), obs=y)
+
+
+def gauss_mix(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 2.0).expand([2]).to_event(1))
+    sigma = pyro.sample("sigma", dist.HalfNormal(2.0).expand([2]).to_event(1))
+    theta = pyro.sample("theta", dist.Beta(5.0, 5.0))
+    with pyro.plate("data", y.shape[0]):
+        weights = dist.Categorical(probs=torch.stack([theta, 1 - theta], -1))
+        pyro.sample("y", dist.MixtureSameFamily(weights, dist.Normal(mu, sigma)), obs=y)
+
+
 def _schools():
     return {"J": 8, "sigma": torch.tensor(SIGMA), "y": torch.tensor(Y)}
 
 
+def _logistic():
+    X = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+    return {"X": X, "y": (X[:, 0] > 0).to(X.dtype)}
+
+
+def _mixture():
+    return {"y": torch.cat([torch.randn(20, generator=torch.Generator().manual_seed(0)) - 2, torch.ones(10)])}
+
+
 # Multinomial.log_prob indexes with a data-dependent mask, which a single trace cannot
-# record: "auto" must fall back to the vectorised eager potential there.
+# record: "auto" must fall back to the vectorised eager potential there. Bernoulli's and
+# MixtureSameFamily's shape checks read Python values from shapes only: traced.
 @pytest.mark.parametrize("model,data,modes", [
     (eight_schools, _schools, ("jit", "vectorized", "auto")),
+    (logistic, _logistic, ("jit", "auto")),
+    (gauss_mix, _mixture, ("jit", "auto")),
     (simplex_model, lambda: {"counts": torch.tensor([3.0, 5.0, 1.0])}, ("vectorized", "auto"))])
 @pytest.mark.parametrize("chains", [1, 3])
 def test_potential_equals_pyros_bit_for_bit(float64, model, data, modes, chains):
@@ -63,6 +91,81 @@ def test_potential_equals_pyros_bit_for_bit(float64, model, data, modes, chains)
             # Batched kernels may reduce in another order than one chain's: a few ulps.
             assert torch.allclose(value, expected_value, rtol=1e-13, atol=0), mode
             assert torch.allclose(grad, expected_grad, rtol=1e-13, atol=1e-13), mode
+
+
+@pytest.mark.slow  # TorchInductor compiles for seconds (less with its on-disk cache)
+@pytest.mark.parametrize("model,data", [(eight_schools, _schools), (gauss_mix, _mixture)])
+def test_inductor_potential_and_leaf_agree_with_pyros(float64, model, data):
+    """The compiled (TorchInductor) potential against Pyro's own, and its fused leapfrog leaf
+    against the same step done with Pyro's potential: equal to 1e-12 relative in float64
+    (Inductor may fuse and reorder a reduction, so a few ulps, not bit for bit)."""
+    program = Program.build(model, data())
+    loop = Potential(program, 2, mode="loop")
+    compiled = Potential(program, 2, mode="compiled")
+    u = loop.initial + torch.randn(loop.initial.shape, generator=torch.Generator().manual_seed(3))
+    expected, got = loop.value_and_grad(u), compiled.value_and_grad(u)
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    r, step, inverse = torch.randn_like(u), torch.full((2, 1), 0.1), torch.rand_like(u) + 0.5
+    z, r_new, grad, value, energy, velocity, rho = compiled.leaf(u, r, expected[1], r, step, 0.5 * step, inverse)
+    r_half = r - 0.05 * expected[1]
+    assert torch.allclose(z, u + 0.1 * inverse * r_half, rtol=1e-14)
+    value_at, grad_at = loop.value_and_grad(z)
+    assert torch.allclose(value, value_at, rtol=1e-12) and torch.allclose(grad, grad_at, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(r_new, r_half - 0.05 * grad_at, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(energy, value_at + 0.5 * (inverse * r_new * r_new).sum(-1), rtol=1e-12)
+    assert torch.allclose(velocity, inverse * r_new) and torch.allclose(rho, r + r_new)
+
+
+def test_probes_refuse_a_graph_wrong_away_from_the_start(float64, caplog):
+    """A recorded potential that followed the initial point's branch of a data-dependent
+    condition is right at the start and wrong beyond it: the probes must see that."""
+    from ppgen.inference.potential import _verify
+
+    potential = Potential(Program.build(eight_schools, _schools()), 1, mode="vectorized")
+    start = potential.initial.clone()
+
+    def exact(u):
+        u = u.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = potential._vectorized(u)
+            (grad,) = torch.autograd.grad(value.sum(), u)
+        return value.detach(), grad
+
+    def frozen_branch(u):  # e.g. `scale = 1.0 if tau < t0 else 1.01` traced at the start
+        value, grad = exact(u)
+        far = (u - start).abs().max() > 0.5
+        return (value * 1.01, grad * 1.01) if far else (value, grad)
+
+    args = (start, start * 0, start * 0, start * 0, start.new_full((1, 1), 0.1),
+            start.new_full((1, 1), 0.05), torch.ones_like(start))
+    assert _verify(potential, exact, potential._leaf_eager, args) == ""
+    why = _verify(potential, frozen_branch, potential._leaf_eager, args)
+    assert "control flow" in why and "probe" in why
+
+
+def test_improper_uniform_programs_fit_with_nuts_and_svi(float64):
+    """Flat priors on mu and on s > 0, y_i ~ N(mu, s): the posterior of mu is symmetric
+    about the sample mean. ImproperUniform cannot be drawn, so ppgen's analysis and
+    initialisation must place such sites without sampling them."""
+    from pyro.distributions import constraints
+
+    def model(y):
+        mu = pyro.sample("mu", dist.ImproperUniform(constraints.real, (), ()))
+        s = pyro.sample("s", dist.ImproperUniform(constraints.positive, (), ()))
+        with pyro.plate("n", y.shape[0]):
+            pyro.sample("y", dist.Normal(mu, s), obs=y)
+
+    y = torch.randn(30, generator=torch.Generator().manual_seed(0)) + 3.0
+    program = Program.build(model, {"y": y})
+    assert set(program.latent) == {"mu", "s"} and not program.discrete_sites
+    fit = ppgen.fit(model, {"y": y}, NUTS(num_samples=300, warmup=200, chains=2), progress=False, seed=0)
+    draws = fit.posterior["mu"].numpy()
+    with without_numba():
+        mcse = float(az.mcse(draws, method="mean"))
+    assert abs(draws.mean() - float(y.mean())) < 4.5 * mcse
+    svi = ppgen.fit(model, {"y": y}, ppgen.inference.SVI(num_steps=300), progress=False, seed=0)
+    assert math.isfinite(svi.losses[-1]) and svi.losses[-1] < svi.losses[0]
 
 
 def test_unflatten_maps_to_the_supports(float64):
@@ -87,21 +190,24 @@ def _mcse_check(draws, mean, var):
     assert np.all(np.abs(flat.std(0) - np.sqrt(var)) < 4.5 * mcse_sd), (flat.std(0), np.sqrt(var), mcse_sd)
 
 
-@pytest.mark.parametrize("dense", [False, True])
-def test_nuts_recovers_a_correlated_gaussian(float64, dense):
+@pytest.mark.parametrize("dense,chains", [(False, 4), (True, 4), (False, 1)])
+def test_nuts_recovers_a_correlated_gaussian(float64, dense, chains):
+    """Four chains take the batched, masked transitions; one chain the scalar path."""
     mean = torch.tensor([1.0, -2.0, 0.5])
     cov = torch.tensor([[1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 0.01]])
 
     def model():
         pyro.sample("x", dist.MultivariateNormal(mean, cov))
 
-    fit = ppgen.fit(model, {}, NUTS(num_samples=400, warmup=300, chains=4, dense_mass=dense),
+    fit = ppgen.fit(model, {}, NUTS(num_samples=400 * 4 // chains, warmup=300, chains=chains, dense_mass=dense),
                     progress=False, seed=1)
     draws = fit.posterior["x"].numpy()
-    assert draws.shape == (4, 400, 3)
+    assert draws.shape == (chains, 1600 // chains, 3)
     _mcse_check(draws, mean.numpy(), cov.diagonal().numpy())
     assert int(fit.sample_stats["diverging"].sum()) == 0
-    assert fit.sample_stats["tree_depth"].shape == (4, 400)
+    assert fit.sample_stats["tree_depth"].shape == (chains, 1600 // chains)
+    assert set(fit.timings) == {"compile", "sampling", "total"}
+    assert fit.timings["total"] == pytest.approx(fit.timings["compile"] + fit.timings["sampling"])
     if dense:  # a dense metric whitens the target: short trees
         assert float(fit.sample_stats["n_steps"].float().mean()) < 6
 
@@ -179,8 +285,9 @@ def test_chains_are_vectorized_and_reported(float64):
     assert len(set(fit.sample_stats["step_size"][:, 0].tolist())) == 5
 
 
-def test_same_seed_same_draws():
-    method = NUTS(num_samples=30, warmup=30, chains=2)
+@pytest.mark.parametrize("chains", [1, 2])
+def test_same_seed_same_draws(chains):
+    method = NUTS(num_samples=30, warmup=30, chains=chains)
     a = ppgen.fit(eight_schools, _schools(), method, progress=False, seed=4)
     b = ppgen.fit(eight_schools, _schools(), method, progress=False, seed=4)
     assert torch.equal(a.posterior["mu"], b.posterior["mu"])
@@ -211,4 +318,4 @@ def test_bad_engine_options_are_named():
     with pytest.raises(ppgen.MethodError, match="engine"):
         NUTS(engine="stan")
     with pytest.raises(ppgen.MethodError, match="potential"):
-        NUTS(potential="compiled")
+        NUTS(potential="inductor")
