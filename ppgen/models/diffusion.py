@@ -31,9 +31,10 @@ no parameters). ``SVI(elbo="trace")`` trains on the bound itself.
 The decoder :math:`p(x_0 \\mid x_1)` and hence what the bound bounds:
 
 * ``decoder="gaussian"``: :math:`N(\\mu_\\theta(x_1, 1), \\sigma_1^2)` in model units. Data
-  are first standardised, :math:`z = (x - m)/s` (per dimension for vectors, one
-  :math:`m, s` for images; set from the first data fitted, or the identity with
-  ``standardize=False``); the Jacobian :math:`-\\sum \\log s` is included, so
+  are first standardised, :math:`z = c\\,(x - m)/s` (per dimension for vectors, one
+  :math:`m, s` for images; set from the first data fitted, or :math:`m = 0, s = 1` with
+  ``standardize=False``; :math:`c` is ``data_scale``, default 1); the Jacobian
+  :math:`-\\sum \\log (s / c)` is included, so
   ``log_prob`` bounds the log *density* of :math:`x` in nats. On discrete data
   (pixels) this is a density, not a probability, and its bits per dimension are not
   comparable with those of discrete models.
@@ -42,6 +43,36 @@ The decoder :math:`p(x_0 \\mid x_1)` and hence what the bound bounds:
   / 16 for 17 levels), mapped to [-1, 1]; bins of width :math:`2/(L-1)` with open end
   bins. ``log_prob`` then bounds the log *probability* of the discrete image, and
   :meth:`DDPM.bits_per_dim` is the number quoted in the papers.
+
+Training state: with ``ema_decay`` (default 0.999) the model keeps an exponential moving
+average of the denoiser's weights (:class:`~ppgen.nn.ema.WeightAverage`, as Ho et al.),
+updated after every optimiser step, kept in checkpoints (a resumed run equals an
+uninterrupted one) and in saved fits; everything run without gradients (sampling,
+``log_prob``, held-out losses, ``Trace_ELBO.loss`` under ``torch.no_grad``) uses it once
+training has updated it (a training loop of one's own, which never calls
+:meth:`DDPM.after_step`, leaves the trained weights in use).
+
+Recipe for sharp low-dimensional mixtures (the ring of 8 and the grid of 25 Gaussians,
+whose components are 1-2.5% as wide as the data): ``DDPM(2, hidden=(128, 128, 128),
+variance="posterior", data_scale=4.0)``, Adam 2e-3 decayed to 2e-4, batch 512, 20,000-30,000
+steps. At unit scale the modes are 0.014-0.018 wide in model units, narrower than the noise
+of all but the first few of the 1000 linear-schedule steps, so few training draws and DDIM
+steps see them, and the network's error sends DDIM's deterministic paths between modes
+(grid after 30,000 steps: 82.8% of DDIM-50 samples within 3 sd of a mode; halfway, 75% with
+50 DDIM steps and still 86% with all 1000, so not a step-size effect). With the data at sd 4
+(measured with ``benchmarks/bench_ddpm.py``, 10,000 samples each; one run, seed 0):
+
+=========  ==========================  ==========================
+target     ancestral (1000 steps)      DDIM (50 steps, eta 0)
+=========  ==========================  ==========================
+ring       8/8 modes, 99.0% in 3 sd    8/8 modes, 98.4% in 3 sd
+grid       25/25 modes, 98.9% in 3 sd  25/25 modes, 96.7% in 3 sd
+=========  ==========================  ==========================
+
+(the same benchmark at unit scale, without the average: ring 98.3% / 94.9%, grid 96.8% /
+82.8%). In side runs (5,000 samples) the grid's DDIM-50 gave 96.0% with the raw weights
+against 96.7% with the average and 97.1% with ``spacing="trailing"``; at unit scale the
+cosine schedule gave 89.9% (20,000 steps).
 
 ``log_prob`` returns the bound per datum (a Monte Carlo estimate with one draw of
 :math:`x_t` per step, or the mean of ``num_samples``; :math:`L_T` and the KLs exactly);
@@ -63,6 +94,7 @@ import torch
 from ..errors import DataError, ModelError
 from ..model import GenerativeModel
 from ..nn.denoisers import MLPDenoiser, UNetDenoiser
+from ..nn.ema import WeightAverage
 from . import diffusion_sampling as sampling
 from .diffusion_bound import PASS_ELEMENTS, variational_bound
 from .diffusion_data import DiffusionData
@@ -70,6 +102,8 @@ from .diffusion_schedules import SCHEDULES, VARIANCES, DiscretizedNormal, Schedu
 from .flow import two_moons
 
 DEFAULT_HIDDEN = {"mlp": (256, 256, 256), "unet": (32, 64)}
+#: DDIM's default time steps (``sample(sampler="ddim", spacing=...)``)
+DDIM_SPACING = "leading"
 
 
 def _integer(name, value, minimum):
@@ -111,9 +145,22 @@ class DDPM(DiffusionData, GenerativeModel):
         Number of discrete values of the data (``decoder="discretized"``).
     standardize : bool
         Standardise data for the Gaussian decoder (see the module docstring).
+    data_scale : float
+        The standard deviation the standardised data get in model units (default 1):
+        :math:`z = \\text{data\\_scale}\\,(x - m) / s` (:math:`z = \\text{data\\_scale}\\; x`
+        with ``standardize=False``). Larger values put more of the
+        schedule's time steps (and of training) where fine structure is resolved;
+        see the module docstring's recipe for sharp low-dimensional mixtures.
     clip_denoised : bool, optional
         Clip :math:`\\hat x_0` to [-1, 1] in the reverse kernels; default: with the
         discretized decoder (whose data live there).
+    ema_decay : float or None
+        Keep an exponential moving average of the denoiser's weights with this decay
+        (:class:`~ppgen.nn.ema.WeightAverage`, updated after every optimiser step of
+        ``ppgen.fit``, with the warm-up :math:`\\min(d, (1 + n)/(10 + n))`); None or 0: none.
+        Whenever gradients are off (sampling, the bound, ``log_prob``, held-out losses)
+        the model uses the average once training has updated it; with gradients on
+        (training) the trained weights.
     """
 
     log_prob_kind = "bound"
@@ -121,7 +168,8 @@ class DDPM(DiffusionData, GenerativeModel):
 
     def __init__(self, data_dim=None, *, image_shape=None, timesteps=1000, schedule="linear", variance="beta",
                  denoiser=None, hidden=None, time_dim=64, activation="silu", num_classes=0,
-                 guidance_dropout=0.1, decoder="gaussian", levels=256, standardize=True, clip_denoised=None):
+                 guidance_dropout=0.1, decoder="gaussian", levels=256, standardize=True, clip_denoised=None,
+                 data_scale=1.0, ema_decay=0.999):
         super().__init__()
         if (data_dim is None) == (image_shape is None):
             raise ModelError("give data_dim (vectors) or image_shape (images), not both or neither")
@@ -151,6 +199,12 @@ class DDPM(DiffusionData, GenerativeModel):
         self.guidance_dropout, self.decoder = float(guidance_dropout), decoder
         self.levels = _integer("levels", levels, 2)
         self.standardize = bool(standardize)
+        if isinstance(data_scale, bool) or not isinstance(data_scale, (int, float)) or not (
+                math.isfinite(data_scale) and data_scale > 0):
+            raise ModelError(f"data_scale must be a positive number, got {data_scale!r}")
+        self.data_scale = float(data_scale)
+        if decoder == "discretized" and self.data_scale != 1:
+            raise ModelError("data_scale is for the Gaussian decoder; the discretized one maps [0, 1] to [-1, 1]")
         self.clip_denoised = decoder == "discretized" if clip_denoised is None else bool(clip_denoised)
         self.time_dim, self.activation = _integer("time_dim", time_dim, 2), activation
         self.hidden = DEFAULT_HIDDEN[denoiser] if hidden is None else hidden
@@ -163,10 +217,17 @@ class DDPM(DiffusionData, GenerativeModel):
         except ValueError as exc:
             raise ModelError(f"DDPM: {exc}") from None
         self.hidden = tuple(int(h) for h in self.hidden)
+        if ema_decay is not None and not (isinstance(ema_decay, (int, float)) and not isinstance(ema_decay, bool)
+                                          and 0 <= ema_decay < 1):
+            raise ModelError(f"ema_decay must be None or a number in [0, 1), got {ema_decay!r}")
+        self.ema_decay = float(ema_decay) if ema_decay else None
+        self.ema = WeightAverage(self.denoiser, self.ema_decay) if self.ema_decay else None
+        if self.ema is not None:
+            self.register_load_state_dict_post_hook(_average_missing)
         # Data units <-> model units: z = (x - shift) / scale.
         fixed = decoder == "discretized"
         self.register_buffer("shift", torch.full(self.event_shape, 0.5 if fixed else 0.0))
-        self.register_buffer("scale", torch.full(self.event_shape, 0.5 if fixed else 1.0))
+        self.register_buffer("scale", torch.full(self.event_shape, 0.5 if fixed else 1.0 / self.data_scale))
         self.register_buffer("initialized", torch.tensor(False))
 
     # ------------------------------------------------------------ protocol
@@ -175,7 +236,9 @@ class DDPM(DiffusionData, GenerativeModel):
                   "denoiser": self.denoiser_name, "hidden": list(self.hidden), "time_dim": self.time_dim,
                   "activation": self.activation, "num_classes": self.num_classes,
                   "guidance_dropout": self.guidance_dropout, "decoder": self.decoder, "levels": self.levels,
-                  "standardize": self.standardize, "clip_denoised": self.clip_denoised}
+                  "standardize": self.standardize, "data_scale": self.data_scale,
+                  "clip_denoised": self.clip_denoised,
+                  "ema_decay": self.ema_decay}
         if self.is_image:
             return {"image_shape": list(self.event_shape), **config}
         return {"data_dim": self.data_dim, **config}
@@ -211,7 +274,8 @@ class DDPM(DiffusionData, GenerativeModel):
             shift = x.mean(dims)
             scale = x.std(dims) if x.shape[0] > 1 else torch.ones_like(shift)
             self.shift.copy_(shift.expand(self.event_shape))
-            self.scale.copy_(torch.where(scale > 0, scale, torch.ones_like(scale)).expand(self.event_shape))
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale)) / self.data_scale
+            self.scale.copy_(scale.expand(self.event_shape))
         if generator is not None:
             seed = int(torch.randint(2**62, (1,), generator=generator))
             devices = [self.device] if self.device.type == "cuda" else []
@@ -222,7 +286,31 @@ class DDPM(DiffusionData, GenerativeModel):
                         module.reset_parameters()
                 if hasattr(self.denoiser, "zero_output"):
                     self.denoiser.zero_output()
+        if self.ema is not None:
+            self.ema.reset(self.denoiser)
         self.initialized.fill_(True)
+
+    # ------------------------------------------------------------ the weight average (hooks of SVI's loop)
+    def after_step(self):
+        """Called by ``ppgen.fit``'s SVI loop after every optimiser step: update the average."""
+        if self.ema is not None:
+            self.ema.update(self.denoiser)
+
+    def training_state(self):
+        """What a training checkpoint must keep besides the parameters: the average."""
+        return {} if self.ema is None else self.ema.state()
+
+    def load_training_state(self, state):
+        if self.ema is not None and state:
+            self.ema.load_state(state)
+
+    def active_denoiser(self):
+        """The network in use: the weight average when gradients are off (and there is one
+        that training has updated: a loop that never calls :meth:`after_step` leaves the
+        trained weights in use), else the trained network."""
+        if self.ema is not None and not torch.is_grad_enabled() and int(self.ema.updates) > 0:
+            return self.ema.average
+        return self.denoiser
 
     # ------------------------------------------------------------ the network
     def network(self, x, t, labels=None):
@@ -234,7 +322,7 @@ class DDPM(DiffusionData, GenerativeModel):
         flat_t = steps.expand(batch).reshape(-1)
         flat_labels = None if labels is None else labels.expand(batch).reshape(-1)
         rows = x.reshape((-1,) + (self.event_shape if self.denoiser_name == "unet" else (self.data_dim,)))
-        return self.denoiser(rows, flat_t, flat_labels).reshape(x.shape)
+        return self.active_denoiser()(rows, flat_t, flat_labels).reshape(x.shape)
 
     def predict(self, x, t, labels=None, guidance=None):
         """``(x0_hat, eps_hat)`` at ``x`` = :math:`x_t`: the network's (guided) noise and
@@ -323,7 +411,7 @@ class DDPM(DiffusionData, GenerativeModel):
                     drop = torch.rand(batch, device=x0.device) < self.guidance_dropout
                     labels = labels.masked_fill(drop, self.null_label)
             rows = xt if self.denoiser_name == "unet" else xt.reshape(batch, -1)
-            error = eps.reshape(rows.shape) - self.denoiser(rows, t, labels)
+            error = eps.reshape(rows.shape) - self.active_denoiser()(rows, t, labels)
             return error.pow(2).sum() * (size / batch)
 
     # ------------------------------------------------------------ densities
@@ -348,8 +436,8 @@ class DDPM(DiffusionData, GenerativeModel):
         return variational_bound(self, data, condition).log_prob[None]
 
     # ------------------------------------------------------------ sampling
-    def sample(self, n, params=None, *, sampler="ancestral", steps=None, eta=0.0, labels=None, guidance=None,
-               generator=None):
+    def sample(self, n, params=None, *, sampler="ancestral", steps=None, eta=0.0, spacing=None, labels=None,
+               guidance=None, generator=None):
         """``n`` new data points in data units, shape ``(n, *event_shape)``.
 
         Parameters
@@ -360,6 +448,9 @@ class DDPM(DiffusionData, GenerativeModel):
             DDIM steps (default 50, at most :math:`T`).
         eta : float
             DDIM's noise: 0 deterministic given :math:`x_T`, 1 DDPM-like.
+        spacing : {"leading", "trailing", "linspace", "quadratic"}, optional
+            DDIM's time steps (:mod:`ppgen.models.diffusion_sampling`); default
+            :data:`DDIM_SPACING`.
         labels : int or tensor ``(n,)``, optional
             Class labels of a conditional model (None: the unconditional model).
         guidance : float, optional
@@ -373,8 +464,11 @@ class DDPM(DiffusionData, GenerativeModel):
         n = _integer("n", n, 1)
         if sampler not in sampling.SAMPLERS:
             raise ModelError(f"sampler={sampler!r}: choose one of {sampling.SAMPLERS}")
-        if sampler == "ancestral" and (steps is not None or eta):
-            raise ModelError("steps and eta are DDIM settings; use sampler='ddim'")
+        if sampler == "ancestral" and (steps is not None or eta or spacing is not None):
+            raise ModelError("steps, eta and spacing are DDIM settings; use sampler='ddim'")
+        spacing = DDIM_SPACING if spacing is None else spacing
+        if spacing not in sampling.SPACINGS:
+            raise ModelError(f"spacing={spacing!r}: choose one of {sampling.SPACINGS}")
         if guidance is not None and not (isinstance(guidance, (int, float)) and math.isfinite(guidance)):
             raise ModelError(f"guidance must be a finite number, got {guidance!r}")
         if guidance and labels is None:
@@ -390,7 +484,7 @@ class DDPM(DiffusionData, GenerativeModel):
             if sampler == "ancestral":
                 x = sampling.ancestral(self, x, part, guidance, noise)
             else:
-                x = sampling.ddim(self, x, 50 if steps is None else steps, eta, part, guidance, noise)
+                x = sampling.ddim(self, x, 50 if steps is None else steps, eta, part, guidance, noise, spacing)
             out.append(self.to_data_units(x))
         return torch.cat(out)
 
@@ -402,6 +496,15 @@ class DDPM(DiffusionData, GenerativeModel):
         """A small DDPM (T = 20, cosine schedule, 32-32 MLP) and 256 points of two moons."""
         data = two_moons(256, generator=torch.Generator().manual_seed(seed))
         return cls(2, timesteps=20, schedule="cosine", hidden=(32, 32)), data
+
+
+def _average_missing(module, incompatible):
+    """A state without the weight average (saved by a model that kept none): average = weights."""
+    missing = [k for k in incompatible.missing_keys if k.startswith("ema.")]
+    if missing:
+        module.ema.reset(module.denoiser)
+        for key in missing:
+            incompatible.missing_keys.remove(key)
 
 
 def _take(values, idx, subsample_size):

@@ -12,9 +12,22 @@ N(\\mu_\\theta(x_t, t), \\sigma_t^2 I)` for :math:`t = T, \\dots, 2` with
 :math:`\\mu_\\theta(x_1, 1) = \\hat x_0(x_1)` (the noiseless last step of Ho et al.).
 
 DDIM visits a subsequence :math:`\\tau_1 < \\dots < \\tau_S` of the time steps
-(Song et al.'s evenly spaced one, :math:`\\tau_i = 1 + (i - 1)\\lfloor T/S \\rfloor`,
-the same as diffusers' default "leading" spacing) and steps from :math:`\\tau_i` to
-:math:`\\tau_{i-1}` (:math:`\\bar\\alpha_{\\tau_0} = 1`) by
+(``spacing``, the names of diffusers' ``timestep_spacing`` and Lin et al. 2024, "Common
+diffusion noise schedules and sample steps are flawed", table 2):
+
+* ``"leading"``: Song et al.'s :math:`\\tau_i = 1 + (i - 1)\\lfloor T/S \\rfloor`
+  (1, 21, ..., 981 for :math:`T = 1000, S = 50`): the chain starts below :math:`T`;
+* ``"trailing"``: :math:`\\tau_i = \\mathrm{round}(i\\, T/S)` (20, 40, ..., 1000): it
+  starts at :math:`T`, where :math:`x_T` really is :math:`N(0, I)`, and its last step
+  jumps from :math:`\\tau_1 = T/S` to the data;
+* ``"linspace"``: :math:`\\tau_i = \\mathrm{round}(1 + (i - 1)(T - 1)/(S - 1))` (1, 21, ..., 1000),
+  both ends;
+* ``"quadratic"``: :math:`\\tau_i = \\mathrm{round}(1 + (T - 1)((i - 1)/(S - 1))^2)`, raised
+  where needed to keep the steps distinct (1, 2, 3, 5, ..., 960, 1000): Song et al.'s
+  quadratic sequence (their CIFAR-10 runs; they stop at :math:`0.8\\,T`, this one at
+  :math:`T`), small steps near the data, where sharp modes are resolved;
+
+and steps from :math:`\\tau_i` to :math:`\\tau_{i-1}` (:math:`\\bar\\alpha_{\\tau_0} = 1`) by
 
 .. math::
     x_{\\tau_{i-1}} = \\sqrt{\\bar\\alpha_{\\tau_{i-1}}}\\, \\hat x_0
@@ -41,14 +54,28 @@ import torch
 from ..errors import ModelError
 
 SAMPLERS = ("ancestral", "ddim")
+SPACINGS = ("leading", "trailing", "linspace", "quadratic")
 
 
-def ddim_timesteps(timesteps, steps):
-    """Song et al.'s evenly spaced subsequence of ``steps`` time steps, ascending from 1."""
+def ddim_timesteps(timesteps, steps, spacing="leading"):
+    """The ascending subsequence of ``steps`` time steps in ``1..timesteps`` named by
+    ``spacing`` (see the module docstring)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= timesteps:
         raise ModelError(f"steps must be an integer in [1, {timesteps}] (the model's timesteps), got {steps!r}")
-    skip = timesteps // steps
-    return [1 + i * skip for i in range(steps)]
+    if spacing == "leading":
+        skip = timesteps // steps
+        return [1 + i * skip for i in range(steps)]
+    if spacing == "trailing":
+        return [round((i + 1) * timesteps / steps) for i in range(steps)]
+    if spacing in ("linspace", "quadratic"):
+        if steps == 1:
+            return [timesteps]
+        power = 1 if spacing == "linspace" else 2
+        seq = [round(1 + (timesteps - 1) * (i / (steps - 1)) ** power) for i in range(steps)]
+        for i in range(1, steps):  # distinct steps (only the quadratic's first ones can collide)
+            seq[i] = max(seq[i], seq[i - 1] + 1)
+        return seq
+    raise ModelError(f"spacing={spacing!r}: choose one of {SPACINGS}")
 
 
 def standard_normal(generator=None):
@@ -86,13 +113,13 @@ def ancestral(ddpm, x, labels=None, guidance=None, noise=None):
 
 
 @torch.no_grad()
-def ddim(ddpm, x, steps, eta=0.0, labels=None, guidance=None, noise=None):
+def ddim(ddpm, x, steps, eta=0.0, labels=None, guidance=None, noise=None, spacing="leading"):
     """DDIM from ``x`` = :math:`x_T` (model units) in ``steps`` steps; ``eta`` in [0, 1]."""
     if not (isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0 <= eta <= 1):
         raise ModelError(f"eta must be a number in [0, 1], got {eta!r}")
     noise = noise or standard_normal()
     alpha_bar = ddpm.schedule.alpha_bar
-    seq = ddim_timesteps(ddpm.schedule.timesteps, steps)
+    seq = ddim_timesteps(ddpm.schedule.timesteps, steps, spacing)
     for i in reversed(range(len(seq))):
         t, prev = seq[i], (seq[i - 1] if i > 0 else 0)
         x0, eps = ddpm.predict(x, t, labels, guidance)

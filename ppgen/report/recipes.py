@@ -214,7 +214,8 @@ def mixture_recipes(families):
     if "DDPM" in families:
         out["DDPM"] = Recipe(
             "DDPM", described, ring,
-            functools.partial(families["DDPM"], data_dim=2, timesteps=100, hidden=(128, 128, 128)),
+            functools.partial(families["DDPM"], data_dim=2, timesteps=100, hidden=(128, 128, 128),
+                              variance="posterior", data_scale=4.0),
             ("svi",), settings={"svi_steps": 3000, "lr": 2e-3, "batch_size": 256}, quality=ring_quality,
             note="Trained by the noise-prediction objective through SVI; the samples are ancestral "
                  "(100 steps). log p(x) is the variational bound, not the density.")

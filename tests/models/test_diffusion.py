@@ -97,7 +97,8 @@ def _elbo_repeats(model, kwargs, particles, repeats, subsample=None):
         m = poutine.condition(m, data={"data": subsample})
         g = poutine.condition(g, data={"data": subsample})
         kwargs = {**kwargs, "subsample_size": len(subsample)}
-    return torch.tensor([elbo.loss(m, g, **kwargs) for _ in range(repeats)], dtype=torch.float64)
+    with torch.no_grad():  # the model's network is then its weight average, as in log_prob
+        return torch.tensor([elbo.loss(m, g, **kwargs) for _ in range(repeats)], dtype=torch.float64)
 
 
 @pytest.mark.filterwarnings("ignore:Found plate statements in guide but not model")  # a conditioned subsample
@@ -201,6 +202,22 @@ def test_ddim_all_steps_eta1_is_the_ancestral_step(float64, clip):
         model.sample(3, sampler="ddim", steps=13)
 
 
+def test_ddim_spacings():
+    assert sampling.ddim_timesteps(1000, 50, "leading") == list(range(1, 982, 20))
+    assert sampling.ddim_timesteps(1000, 50, "trailing") == list(range(20, 1001, 20))
+    linspace = sampling.ddim_timesteps(1000, 50, "linspace")
+    assert linspace[:3] == [1, 21, 42] and linspace[-1] == 1000 and len(set(linspace)) == 50
+    for spacing in sampling.SPACINGS:  # all steps: every spacing is 1..T
+        assert sampling.ddim_timesteps(12, 12, spacing) == list(range(1, 13))
+        assert len(set(sampling.ddim_timesteps(7, 4, spacing))) == 4
+    model = _tiny(timesteps=10)
+    assert model.sample(3, sampler="ddim", steps=4, spacing="trailing").shape == (3, 2)
+    with pytest.raises(ppgen.ModelError, match="spacing"):
+        model.sample(3, sampler="ddim", steps=4, spacing="uniform")
+    with pytest.raises(ppgen.ModelError, match="DDIM settings"):
+        model.sample(3, spacing="trailing")
+
+
 def test_sample_is_reproducible_and_checks_its_arguments():
     model = _tiny(timesteps=10)
     a = model.sample(7, generator=torch.Generator().manual_seed(3))
@@ -297,8 +314,47 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path):
     resumed = ppgen.fit(resumed_model, x, SVI(num_steps=40, checkpoint=str(path), **method), seed=3,
                         progress=False)
     assert resumed.losses == full.losses
+    assert int(whole.ema.updates) == 40  # the weight average is part of the state compared
     for key, value in whole.state_dict().items():
         assert torch.equal(resumed_model.state_dict()[key], value), key
+
+
+def test_data_scale_is_an_affine_map_whose_jacobian_the_bound_counts(float64):
+    c, x = 3.0, torch.randn(6, 2)
+    scaled = DDPM(2, timesteps=8, hidden=(8,), standardize=False, data_scale=c)
+    plain = DDPM(**{**scaled.get_config(), "data_scale": 1.0})
+    scaled.initialize(x, generator=torch.Generator().manual_seed(0))
+    plain.load_state_dict(scaled.state_dict())
+    plain.scale.fill_(1.0)
+    assert torch.allclose(scaled.to_model_units(x), plain.to_model_units(c * x))  # the same z
+    # the same chain on z; the densities of x and of c x differ by the Jacobian D log c
+    assert torch.allclose(scaled.log_prob(x, seed=0), plain.log_prob(c * x, seed=0) + 2 * math.log(c))
+    standardized = DDPM(2, timesteps=8, hidden=(8,), data_scale=c)
+    standardized.initialize(5 + 2 * x)
+    assert torch.allclose(standardized.to_model_units(5 + 2 * x).std(0), torch.full((2,), c))
+
+
+def test_the_weight_average_follows_training_and_serves_without_gradients():
+    model = DDPM(2, timesteps=10, hidden=(16,), ema_decay=0.9)
+    x = two_moons(100, generator=torch.Generator().manual_seed(0))
+    ppgen.fit(model, x, SVI(num_steps=3, lr=1e-2, batch_size=50), seed=0, progress=False)
+    assert int(model.ema.updates) == 3
+    average = [p.clone() for p in model.ema.average.parameters()]
+    ppgen.fit(model, x, SVI(num_steps=1, lr=1e-2, batch_size=50), seed=1, progress=False)
+    d = min(0.9, 4 / 13)  # the fourth update's warmed-up decay (1 + n) / (10 + n), n = 3
+    for old, new, trained in zip(average, model.ema.average.parameters(), model.denoiser.parameters()):
+        assert torch.allclose(new, d * old + (1 - d) * trained)
+    xt = torch.randn(4, 2)
+    with torch.no_grad():
+        averaged = model.network(xt, 5)
+    trained = model.network(xt, 5).detach()  # gradients on: the trained weights
+    assert not torch.allclose(averaged, trained)
+    # A state without the average (a model that kept none) loads with average = weights.
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("ema.")}
+    other = DDPM(**model.get_config())
+    other.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.equal(other.network(xt, 5), trained)
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -336,6 +392,8 @@ def test_images_with_the_discretized_decoder():
     ({"data_dim": 2, "variance": "learned"}, "variance"), ({"data_dim": 2, "denoiser": "unet"}, "image_shape"),
     ({"data_dim": 2, "decoder": "bernoulli"}, "decoder"), ({"data_dim": 2, "guidance_dropout": 1.0}, "dropout"),
     ({"data_dim": 2, "hidden": (0,)}, "hidden"), ({"image_shape": (8, 8)}, "image_shape"),
+    ({"data_dim": 2, "ema_decay": 1.0}, "ema_decay"), ({"data_dim": 2, "data_scale": 0.0}, "data_scale"),
+    ({"image_shape": (1, 2, 2), "decoder": "discretized", "data_scale": 2.0}, "data_scale"),
 ])
 def test_bad_configuration_is_refused(kwargs, match):
     with pytest.raises(ppgen.ModelError, match=match):
@@ -378,11 +436,12 @@ def test_small_ddpm_puts_its_samples_on_a_2d_mixture():
 
 @functools.cache
 def _mixture_model(name):
-    """A DDPM fitted to the ring (20,000 steps) or the grid (30,000 steps): about 6 and 10
-    minutes on one core; cached so each sampler's test reuses it."""
+    """A DDPM fitted to the ring (20,000 steps) or the grid (30,000 steps) with the module
+    docstring's recipe for sharp mixtures (data_scale=4, the default weight average): about
+    4 and 6 minutes on one free core; cached so each sampler's test reuses it."""
     draw = ppgen.datasets.ring if name == "ring" else ppgen.datasets.grid
     x = draw(20000, generator=torch.Generator().manual_seed(0))
-    model = DDPM(2, timesteps=1000, hidden=(128, 128, 128), variance="posterior")
+    model = DDPM(2, timesteps=1000, hidden=(128, 128, 128), variance="posterior", data_scale=4.0)
     steps = {"ring": 20000, "grid": 30000}[name]
     ppgen.fit(model, x, SVI(num_steps=steps, lr=2e-3, lr_decay=0.1, batch_size=512), seed=0, progress=False)
     return model
