@@ -197,7 +197,11 @@ def images(name, args, steps):
     if args.quick:
         train, test = train[:200], test[:50]
     model = DDPM(image_shape=shape, timesteps=args.timesteps, hidden=channels, decoder="discretized", levels=levels)
-    fit = ppgen.fit(model, train, SVI(num_steps=steps, lr=1e-3, lr_decay=0.1, batch_size=batch),
+    # The long MNIST run checkpoints: rerun the same command to resume it after an interruption.
+    checkpoint = None if args.quick or name != "mnist" else str(RESULTS / f"ddpm_{name}_checkpoint.pt")
+    RESULTS.mkdir(exist_ok=True)
+    fit = ppgen.fit(model, train, SVI(num_steps=steps, lr=1e-3, lr_decay=0.1, batch_size=batch,
+                                      checkpoint=checkpoint, checkpoint_every=50),
                     seed=0, progress=not args.quiet)
     rows, flat = [], lambda v: v.reshape(len(v), -1)
     floor = frechet_distance(train[:len(test) * 4], test, features=features)
