@@ -138,8 +138,9 @@ def main(argv=None):
         table(["model", "parameters P", "all-reduce MB (4P)", "T_ar ms", "T_c(B/2) ms",
                "model: 2-process samples/s", "measured 2-process samples/s"], comm), "",
         *notes,
-        "- The model assumes a core per rank. Here the 2 processes shared the machine's 2 cores with other "
-        f"jobs (load average {os.getloadavg()[0]:.1f} at the end of the run), so they did not have a core each.",
+        "- The model assumes a core per rank; this machine has 2 cores for the 2 processes, their gloo "
+        f"threads and anything else running (load average {os.getloadavg()[0]:.1f} at the end of the run; "
+        "above about 2, the ranks did not have a core each).",
     ])
     print(text)
     if not args.no_write and not args.quick:
