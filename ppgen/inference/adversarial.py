@@ -70,8 +70,10 @@ def gradient_penalty(critic, real, fake, weights):
     return (grad.flatten(1).norm(dim=1) - 1).square().mean()
 
 
-def discriminator_loss(model, real, fake, method, generator):
-    """The discriminator's (critic's) loss on samples ``real`` and ``fake`` of equal size."""
+def discriminator_loss(model, real, fake, method, generator=None, *, weights=None):
+    """The discriminator's (critic's) loss on samples ``real`` and ``fake`` of equal size;
+    WGAN-GP's interpolation ``weights`` (one per packed input) are drawn from ``generator``
+    unless given (data-parallel ranks share them)."""
     real_p, fake_p = model.packed(real), model.packed(fake)
     scores = model.critic(torch.cat([real_p, fake_p]))
     on_real, on_fake = scores[:real_p.shape[0]], scores[real_p.shape[0]:]
@@ -79,7 +81,8 @@ def discriminator_loss(model, real, fake, method, generator):
         return F.softplus(-on_real).mean() + F.softplus(on_fake).mean()
     loss = on_fake.mean() - on_real.mean()
     if method.gradient_penalty:
-        weights = torch.rand(real_p.shape[0], generator=generator, device=real.device, dtype=real.dtype)
+        if weights is None:
+            weights = torch.rand(real_p.shape[0], generator=generator, device=real.device, dtype=real.dtype)
         loss = loss + method.gradient_penalty * gradient_penalty(model.critic, real_p, fake_p, weights)
     return loss
 

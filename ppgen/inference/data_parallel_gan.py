@@ -32,12 +32,11 @@ import logging
 import time
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import distributed as group
 from ..errors import MethodError
-from .adversarial import _Batches, _check_protocol, _flush, generator_loss, gradient_penalty
+from .adversarial import _Batches, _check_protocol, _flush, discriminator_loss, generator_loss
 from .checkpoint import FORMAT, atomic_save, resume_from
 from .data_parallel import AgreedInterrupt, check_same_checkpoint, check_same_data, shard_sizes
 from .svi import _DeferredInterrupt
@@ -60,19 +59,6 @@ class _ShardedBatches(_Batches):
         start = state["position"]
         state["position"] = start + self.rows
         return self.data.index_select(0, state["order"][start + self.lo:start + self.hi])
-
-
-def _discriminator_loss(model, real, fake, method, weights):
-    """:func:`~ppgen.inference.adversarial.discriminator_loss` with the interpolation weights given."""
-    real_p, fake_p = model.packed(real), model.packed(fake)
-    scores = model.critic(torch.cat([real_p, fake_p]))
-    on_real, on_fake = scores[:real_p.shape[0]], scores[real_p.shape[0]:]
-    if method.loss == "nonsaturating":
-        return F.softplus(-on_real).mean() + F.softplus(on_fake).mean()
-    loss = on_fake.mean() - on_real.mean()
-    if method.gradient_penalty:
-        loss = loss + method.gradient_penalty * gradient_penalty(model.critic, real_p, fake_p, weights)
-    return loss
 
 
 def run_adversarial_data_parallel(program, method, *, seed, progress, fingerprint):
@@ -177,7 +163,7 @@ def _loop(model, batches, optim, generator, state, pending, method, bar, interru
             if penalty:  # drawn for the union, as the one-process loop does
                 union = torch.rand(inputs, generator=generator, device=data.device, dtype=data.dtype)
                 weights = union[first:first + count]
-            d_loss = _discriminator_loss(model, real, fake.detach(), method, weights)
+            d_loss = discriminator_loss(model, real, fake.detach(), method, weights=weights)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             d_total, = group.reduce_gradients(d_params, weight, extras=(d_loss,))
