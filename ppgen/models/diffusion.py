@@ -55,24 +55,11 @@ training has updated it (a training loop of one's own, which never calls
 Recipe for sharp low-dimensional mixtures (the ring of 8 and the grid of 25 Gaussians,
 whose components are 1-2.5% as wide as the data): ``DDPM(2, hidden=(128, 128, 128),
 variance="posterior", data_scale=4.0)``, Adam 2e-3 decayed to 2e-4, batch 512, 20,000-30,000
-steps. At unit scale the modes are 0.014-0.018 wide in model units, narrower than the noise
-of all but the first few of the 1000 linear-schedule steps, so few training draws and DDIM
-steps see them, and the network's error sends DDIM's deterministic paths between modes
-(grid after 30,000 steps: 82.8% of DDIM-50 samples within 3 sd of a mode; halfway, 75% with
-50 DDIM steps and still 86% with all 1000, so not a step-size effect). With the data at sd 4
-(measured with ``benchmarks/bench_ddpm.py``, 10,000 samples each; one run, seed 0):
-
-=========  ==========================  ==========================
-target     ancestral (1000 steps)      DDIM (50 steps, eta 0)
-=========  ==========================  ==========================
-ring       8/8 modes, 99.0% in 3 sd    8/8 modes, 98.4% in 3 sd
-grid       25/25 modes, 98.9% in 3 sd  25/25 modes, 96.7% in 3 sd
-=========  ==========================  ==========================
-
-(the same benchmark at unit scale, without the average: ring 98.3% / 94.9%, grid 96.8% /
-82.8%). In side runs (5,000 samples) the grid's DDIM-50 gave 96.0% with the raw weights
-against 96.7% with the average and 97.1% with ``spacing="trailing"``; at unit scale the
-cosine schedule gave 89.9% (20,000 steps).
+steps. At unit scale the modes are narrower than the noise of all but the first few of the
+1000 linear-schedule steps, and the network's error sends DDIM's deterministic paths between
+modes (grid: 82.8% of DDIM-50 samples within 3 sd of a mode). With the data at sd 4
+(``benchmarks/bench_ddpm.py``, 10,000 samples each, RESULTS.md "DDPM"): ring 8/8 modes with
+99.0% (ancestral) and 98.4% (DDIM-50) within 3 sd; grid 25/25 with 98.9% and 96.7%.
 
 ``log_prob`` returns the bound per datum (a Monte Carlo estimate with one draw of
 :math:`x_t` per step, or the mean of ``num_samples``; :math:`L_T` and the KLs exactly);
