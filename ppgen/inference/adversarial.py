@@ -107,7 +107,11 @@ class _Batches:
             state["position"] = 0
         start = state["position"]
         state["position"] = start + self.rows
-        return self.data.index_select(0, state["order"][start:start + self.rows])
+        return self.data.index_select(0, state["order"][self.window(start)])
+
+    def window(self, start):
+        """The positions in the permutation of the batch that starts at ``start``."""
+        return slice(start, start + self.rows)
 
 
 def run_adversarial(program, method, *, seed, progress, fingerprint):

@@ -51,14 +51,8 @@ class _ShardedBatches(_Batches):
         super().__init__(data, rows, generator, state)
         self.lo, self.hi = lo, hi
 
-    def next(self):
-        state, size = self.state, self.data.shape[0]
-        if state["order"] is None or state["position"] + self.rows > size:
-            state["order"] = torch.randperm(size, generator=self.generator, device=self.data.device)
-            state["position"] = 0
-        start = state["position"]
-        state["position"] = start + self.rows
-        return self.data.index_select(0, state["order"][start + self.lo:start + self.hi])
+    def window(self, start):
+        return slice(start + self.lo, start + self.hi)
 
 
 def run_adversarial_data_parallel(program, method, *, seed, progress, fingerprint):
