@@ -45,7 +45,7 @@ class Metric:
     """The inverse mass matrix per chain: diagonal ``(C, D)`` or dense ``(C, D, D)``."""
 
     def __init__(self, inverse):
-        self.inverse = inverse
+        self.inverse = inverse.contiguous()  # the compiled leaf reads it without stride checks
         self.dense = inverse.dim() == 3
         if self.dense:
             mass = torch.linalg.inv(inverse)
@@ -112,6 +112,7 @@ class Sampler:
         return z, r, grad, potential, potential + 0.5 * (velocity * r).sum(-1), velocity, rho + r
 
     def leapfrog(self, z, r, grad, step, metric, half_step=None):
+        step = step.expand(z.shape[0], 1).contiguous()
         half_step = 0.5 * step if half_step is None else half_step
         z, r, grad, potential = self.leaf(z, r, grad, r, step, half_step, metric)[:4]
         return z, r, grad, potential
@@ -120,6 +121,8 @@ class Sampler:
         """One NUTS transition of every chain; returns ``(state, stats)``."""
         z, grad, potential = state.z, state.grad, state.potential
         chains = z.shape[0]
+        # The compiled leaf takes its inputs' layout on trust: dense (C, 1) step sizes.
+        step_size = step_size.expand(chains, 1).contiguous()
         if chains == 1:
             return self._transition_single(state, step_size, metric)
         r = metric.momentum(z.shape, self.generator, z.dtype, z.device)
@@ -230,20 +233,24 @@ class Sampler:
     # ------------------------------------------------------------ one chain, scalar bookkeeping
     def _transition_single(self, state, step_size, metric):
         """:meth:`transition` for one chain, the same algorithm with the per-leaf
-        bookkeeping (energies, weights, choices) in Python floats: one tensor read per
-        leaf instead of a dozen small tensor operations."""
+        bookkeeping in Python floats and NumPy views of the momenta: one tensor read and
+        two small dot products per leaf instead of a dozen small tensor operations."""
         z, grad, potential = state.z, state.grad, state.potential
+        host = _numpy_view if z.device.type == "cpu" else _numpy_copy
         r = metric.momentum(z.shape, self.generator, z.dtype, z.device)
         velocity = metric.velocity(r)
         energy0 = float(potential + 0.5 * (velocity * r).sum(-1))
-        left = right = (z, r, grad, potential, velocity)
-        proposal, log_weight, rho = (z, potential, grad), 0.0, r
+        left = right = (z, r, grad, potential, host(velocity))
+        proposal, log_weight, rho = (z, potential, grad), 0.0, host(r)
         steps = (step_size, -step_size, 0.5 * step_size, -0.5 * step_size)
+        leaf = self.fused_leaf if self.fused_leaf is not None and not metric.dense else \
+            (lambda *args: self.leaf(*args[:-1], metric))
         coins = torch.rand(2 * self.max_tree_depth, generator=self.generator, dtype=torch.float64).tolist()
         depth, diverging, accept_sum, leaves = 0, False, 0.0, 0
         for j in range(self.max_tree_depth):
             forward = coins[2 * j] < 0.5
-            sub = self._subtree_single(right if forward else left, forward, j, energy0, steps, metric)
+            sub = self._subtree_single(leaf, right if forward else left, forward, j, energy0, steps,
+                                       metric.inverse, host)
             accept_sum, leaves, depth = accept_sum + sub["accept_sum"], leaves + sub["leaves"], j + 1
             diverging = diverging or sub["diverging"]
             if sub["turning"] or sub["diverging"]:
@@ -256,7 +263,7 @@ class Sampler:
             else:
                 left = sub["end"]
             rho = rho + sub["rho"]
-            if _turning_single(left[4], right[4], rho):
+            if left[4] @ rho <= 0 or right[4] @ rho <= 0:
                 break
         like = potential
         stats = {"accept": like.new_full((1,), accept_sum / max(leaves, 1)),
@@ -265,15 +272,20 @@ class Sampler:
                  "energy": like.new_full((1,), energy0), "leapfrogs": like.new_full((1,), float(leaves))}
         return State(*proposal), stats
 
-    def _subtree_single(self, start, forward, j, energy0, steps, metric):
+    def _subtree_single(self, leaf, start, forward, j, energy0, steps, inverse, host):
+        """``2^j`` leaves from ``start``; momenta sums and velocities as NumPy vectors."""
         z, r, grad, potential, velocity = start
         step, half_step = (steps[0], steps[2]) if forward else (steps[1], steps[3])
-        log_weight, proposal, rho = -math.inf, (z, potential, grad), torch.zeros_like(r)
+        log_weight, proposal = -math.inf, (z, potential, grad)
+        zero = torch.zeros_like(r)
+        rho = host(zero)  # the momentum sum before the current leaf
         accept_sum, leaves, turning, diverging = 0.0, 0, False, False
         block_velocity, block_rho = [None] * (j + 1), [None] * (j + 1)
         uniforms = torch.rand(2 ** j, generator=self.generator, dtype=torch.float64).tolist()
         for n in range(2 ** j):
-            z, r, grad, potential, energy, velocity, rho_next = self.leaf(z, r, grad, rho, step, half_step, metric)
+            # rho is summed on the host, so the leaf's running sum starts from zero each time
+            z, r, grad, potential, energy, velocity_t, _ = leaf(z, r, grad, zero, step, half_step, inverse)
+            velocity, rho_next = host(velocity_t), rho + host(r)
             delta = float(energy) - energy0
             if delta != delta:
                 delta = math.inf
@@ -291,7 +303,8 @@ class Sampler:
                 diverging = True
                 break
             for k in range(1, _trailing(n, 1) + 1):
-                if _turning_single(block_velocity[k], velocity, rho - block_rho[k]):
+                block_sum = rho - block_rho[k]
+                if block_velocity[k] @ block_sum <= 0 or velocity @ block_sum <= 0:
                     turning = True
                     break
             if turning:
@@ -301,18 +314,22 @@ class Sampler:
                 "leaves": leaves}
 
 
+def _numpy_view(t):
+    """A one-chain ``(1, D)`` CPU tensor's row as a NumPy vector (shared memory: the
+    sampler's tensors are fresh outputs, never written in place)."""
+    return t.numpy()[0]
+
+
+def _numpy_copy(t):
+    return t.cpu().numpy()[0]
+
+
 def _logaddexp(a, b):
     if a == -math.inf:
         return b
     if b == -math.inf:
         return a
     return max(a, b) + math.log1p(math.exp(-abs(a - b)))
-
-
-def _turning_single(velocity_minus, velocity_plus, rho):
-    """The U-turn criterion for one chain from the end velocities ``M^{-1} r``."""
-    a, b = (torch.cat([velocity_minus, velocity_plus]) * rho).sum(-1).tolist()
-    return a <= 0 or b <= 0
 
 
 def _col(mask, like):

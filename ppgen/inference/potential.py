@@ -17,10 +17,10 @@ handlers (substitute, trace, log-density bookkeeping) every time, for one chain.
   leaf (momentum half-step, position step, potential and gradient, half-step,
   Hamiltonian) as one graph;
 * ``"compiled"``: the fused leaf compiled by TorchInductor into one C++ kernel
-  (``torch._inductor.compile`` on the recorded graph, no TorchDynamo guards per
-  call; the potential alone is that leaf with a zero step): seconds to build,
-  about 5x faster per leapfrog step than ``"jit"`` on eight schools; ``"auto"``
-  picks it only for long runs (``compile_hint``);
+  (:func:`inductor_kernel`: no TorchDynamo guards or wrappers per call; the
+  potential alone is that leaf with a zero step): seconds to build, 7.5 us a
+  leapfrog step on eight schools where ``"jit"`` takes 150-350; ``"auto"`` picks
+  it only for long runs (``compile_hint``);
 * ``"loop"``: Pyro's own potential, chain by chain: the fallback for models that
   cannot be vectorised over chains (enumerated discrete sites, supports that
   change with the parameters, programs that break under an extra plate).
@@ -273,9 +273,14 @@ class Potential:
         ``make_fx`` records the batched log joint and its gradient by autograd,
         forward and backward operations together (the handlers run once, here). ``"jit"``:
         ``torch.jit.trace`` + ``freeze`` (fast to build). ``"compiled"``: TorchInductor
-        on the leaf's graph, one C++ kernel, seconds to build (measured 1.5-3 s with its
-        on-disk cache warm, 9-17 s cold, on this 2-core machine), 18-60 us a call where
+        on the leaf's graph, one C++ kernel, seconds to build (measured 0.1-0.5 s with its
+        FX-graph cache warm, 9-17 s cold, on this 2-core machine), 7.5 us a call where
         the TorchScript graph takes 150-350 us (eight schools).
+
+        Measured and not used: K leapfrog steps unrolled into one kernel, with the NUTS
+        block checks applied afterwards. Inductor allocates every intermediate
+        reduction's buffer from Python, so a K-step call costs about K times one step
+        (14 us a step on eight schools), and compiling grows with K.
         """
         from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -299,20 +304,7 @@ class Potential:
                         graph = torch.jit.freeze(torch.jit.trace(graph, (z,), check_trace=False).eval())
                         leaf = torch.jit.freeze(torch.jit.trace(leaf, leaf_args, check_trace=False).eval())
                 else:
-                    # Inductor straight on the recorded graph, without TorchDynamo: no guards
-                    # to evaluate per call (about 18 us a call instead of 60 on eight schools),
-                    # the inputs' shapes and strides being fixed here (checked by the kernel).
-                    from torch import _inductor
-                    from torch._guards import TracingContext, tracing
-                    from torch._subclasses.fake_tensor import FakeTensorMode
-                    from torch.fx.experimental.symbolic_shapes import ShapeEnv
-
-                    # A tracing context with a shape environment lets Inductor use its FX-graph
-                    # cache (without one it bypasses it, "No shape env", and generates code anew
-                    # each fit: ~0.8 s on eight schools). Data tensors are graph constants passed
-                    # to the kernel at run time, not baked into the cached code.
-                    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
-                        leaf = _unlisted(_inductor.compile(leaf, list(leaf_args)))
+                    leaf = inductor_kernel(leaf, leaf_args)
                     zero, one, no_step = torch.zeros_like(z), torch.ones_like(z), leaf_args[4] * 0
 
                     def graph(u):  # a step of length 0 from u with zero momentum: U(u), grad U(u)
@@ -386,9 +378,79 @@ def _verify(potential, graph, leaf, leaf_args):
     return ""
 
 
-def _unlisted(compiled):
-    """Inductor's compiled graph returns a list; the leaf's callers unpack a tuple."""
-    return lambda *args: tuple(compiled(*args))
+def inductor_kernel(graph, example):
+    """``graph`` (a ``make_fx`` recording) compiled by TorchInductor for inputs shaped and
+    strided like ``example``: a function of those inputs returning a tuple.
+
+    The lean way first: the graph retraced with Inductor's decompositions and handed to
+    ``compile_fx_inner``, and its generated ``call`` used directly, without input
+    shape and stride asserts; that skips TorchDynamo's frame hooks and AOTAutograd's
+    runtime wrappers, which cost more than the kernel (eight schools' leaf: 7.5 us a
+    call instead of 17). Its callers pass fresh contiguous tensors of the example's
+    shapes (:meth:`Sampler.transition` checks once per transition). Where that path
+    fails (it is Inductor's internal entry point), or the graph writes into one of its
+    inputs, ``torch._inductor.compile``.
+
+    A tracing context with a shape environment lets Inductor use its FX-graph cache
+    (without one it bypasses it, "No shape env", and generates code anew each fit: ~0.8 s
+    on eight schools). Data tensors are graph inputs passed to the kernel at run time,
+    not baked into the cached code.
+    """
+    from torch import _inductor
+    from torch._guards import TracingContext, tracing
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    try:
+        from torch._inductor.compile_fx import compile_fx_inner
+        from torch._inductor.decomposition import select_decomp_table
+
+        lowered = make_fx(graph, decomposition_table=select_decomp_table())(*example)
+        if not _writes_inputs(lowered):
+            mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
+            fake = [mode.from_tensor(t) for t in example]
+            with tracing(TracingContext(mode)), _inductor.config.patch(size_asserts=False,
+                                                                       alignment_asserts=False):
+                call = compile_fx_inner(lowered, fake).current_callable
+
+            def kernel(*args):
+                return tuple(call(list(args)))
+
+            kernel.lean = True
+            return kernel
+        log.debug("NUTS potential: the recorded graph writes into an input; compiling it the usual way")
+    except Exception as exc:  # noqa: BLE001 - any failure of the internal path: the public one
+        log.debug("NUTS potential: Inductor's inner compile failed (%s); compiling it the usual way", exc)
+    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
+        compiled = _inductor.compile(graph, list(example))
+
+    def kernel(*args):
+        return tuple(compiled(*args))
+
+    kernel.lean = False
+    return kernel
+
+
+def _writes_inputs(graph):
+    """Whether an in-place operation of ``graph`` writes into one of its inputs (directly
+    or through a view of it)."""
+
+    def root(node):  # follow views back to the tensor they alias
+        while node.op == "call_function":
+            schema = getattr(node.target, "_schema", None)
+            returns = schema.returns if schema is not None else ()
+            if not (returns and returns[0].alias_info is not None and not schema.is_mutable and node.args):
+                break
+            node = node.args[0]
+        return node
+
+    for node in graph.graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        if node.op == "call_function" and schema is not None and schema.is_mutable:
+            if any(root(arg).op == "placeholder" for arg in node.args if isinstance(arg, torch.fx.Node)):
+                return True
+    return False
 
 
 def _close(a, b, tol):

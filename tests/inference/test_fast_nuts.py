@@ -319,3 +319,29 @@ def test_bad_engine_options_are_named():
         NUTS(engine="stan")
     with pytest.raises(ppgen.MethodError, match="potential"):
         NUTS(potential="inductor")
+
+
+def test_inductor_kernel_lean_path_and_input_writes(float64):
+    """The lean Inductor path (no per-call wrappers) computes what the graph computes; a
+    graph that writes into its input is compiled the usual way instead."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ppgen.inference.potential import _writes_inputs, inductor_kernel
+
+    def pure(x, y):
+        return (x * y).exp().sum(-1), x - y
+
+    def writes(x, y):
+        x.mul_(2.0)
+        return x + y,
+
+    x, y = torch.randn(1, 5), torch.randn(1, 5)
+    graph = make_fx(pure)(x, y)
+    assert not _writes_inputs(graph)
+    kernel = inductor_kernel(graph, (x, y))
+    assert kernel.lean
+    for got, expected in zip(kernel(x, y), pure(x, y)):
+        assert torch.allclose(got, expected, rtol=1e-12)
+    writer = make_fx(writes)(x.clone(), y)
+    assert _writes_inputs(writer)
+    assert not inductor_kernel(writer, (x.clone(), y)).lean
