@@ -42,31 +42,34 @@ def windows(warmup, init_buffer=75, term_buffer=50, base_window=25):
 
 
 class DualAveraging:
-    """Per-chain dual averaging of the log step size."""
+    """Per-chain dual averaging of the log step size: step sizes ``(C, 1)`` tensors, or
+    one chain's as Python floats (no tensor operations per iteration)."""
 
     def __init__(self, step_size, target, gamma=0.05, t0=10.0, kappa=0.75):
         self.target, self.gamma, self.t0, self.kappa = target, gamma, t0, kappa
         self.restart(step_size)
 
     def restart(self, step_size):
-        self.mu = torch.log(10 * step_size)
-        self.log_step = torch.log(step_size)
-        self.log_step_bar = torch.zeros_like(step_size)
-        self.h_bar = torch.zeros_like(step_size)
+        self.scalar = isinstance(step_size, float)
+        self.mu = math.log(10 * step_size) if self.scalar else torch.log(10 * step_size)
+        self.log_step = math.log(step_size) if self.scalar else torch.log(step_size)
+        self.log_step_bar = 0.0 if self.scalar else torch.zeros_like(step_size)
+        self.h_bar = 0.0 if self.scalar else torch.zeros_like(step_size)
         self.t = 0
 
     def update(self, accept):
         self.t += 1
         t = self.t
         eta = 1.0 / (t + self.t0)
-        self.h_bar = (1 - eta) * self.h_bar + eta * (self.target - accept.reshape(self.h_bar.shape))
+        accept = float(accept) if self.scalar else accept.reshape(self.h_bar.shape)
+        self.h_bar = (1 - eta) * self.h_bar + eta * (self.target - accept)
         self.log_step = self.mu - math.sqrt(t) / self.gamma * self.h_bar
         weight = t ** (-self.kappa)
         self.log_step_bar = weight * self.log_step + (1 - weight) * self.log_step_bar
-        return self.log_step.exp()
+        return math.exp(self.log_step) if self.scalar else self.log_step.exp()
 
     def final(self):
-        return self.log_step_bar.exp()
+        return math.exp(self.log_step_bar) if self.scalar else self.log_step_bar.exp()
 
 
 class Welford:

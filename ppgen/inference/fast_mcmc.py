@@ -68,7 +68,8 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     step = z.new_full((chains, 1), float(getattr(method, "step_size", 1.0)))
     if method.warmup:
         step = initial_step_size(sampler, state, step, metric, generator)
-    averaging = DualAveraging(step, method.target_accept)
+    scalar = chains == 1  # one chain adapts in Python floats
+    averaging = DualAveraging(float(step) if scalar else step, method.target_accept)
     slow = windows(method.warmup)
     welford = Welford(chains, dim, dense, z.dtype, z.device)
     kept = {"z": [], "diverging": [], "tree_depth": [], "n_steps": [], "step_size": [],
@@ -80,16 +81,16 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
             state, stats = _transition(sampler, state, step, metric, hmc_steps)
             bar.update()
             if i < method.warmup:
-                step = averaging.update(stats["accept"])
+                step = _step_tensor(averaging.update(stats["accept"]), z)
                 if any(first <= i <= last for first, last in slow):
                     welford.add(state.z)
                 if any(i == last for _, last in slow):
                     metric = Metric(welford.inverse_mass())
                     welford = Welford(chains, dim, dense, z.dtype, z.device)
                     step = initial_step_size(sampler, state, step, metric, generator)
-                    averaging.restart(step)
+                    averaging.restart(float(step) if scalar else step)
                 if i == method.warmup - 1:
-                    step = averaging.final()
+                    step = _step_tensor(averaging.final(), z)
                 continue
             kept["z"].append(state.z)
             kept["diverging"].append(stats["diverging"])
@@ -104,7 +105,7 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     draws = torch.stack(kept.pop("z"), 1)  # (C, S, D)
     with torch.no_grad():
         posterior = potential.unflatten(draws)
-    sample_stats = {k: torch.stack(v, 1) for k, v in kept.items()}
+    sample_stats = {k: _stack(v, z) for k, v in kept.items()}
     sample_stats["n_steps"] = sample_stats["n_steps"].long()
     if hmc_steps is not None:
         del sample_stats["tree_depth"]
@@ -115,6 +116,19 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     end = time.perf_counter()
     seconds = {"compile": built - start, "sampling": end - built, "total": end - start}
     return posterior, sample_stats, seconds, {"potential": potential.mode, "reason": potential.reason}
+
+
+def _step_tensor(step, like):
+    """A step size as the ``(C, 1)`` tensor the sampler takes (one chain's adapts as a float)."""
+    return step if torch.is_tensor(step) else like.new_full((1, 1), step)
+
+
+def _stack(values, like):
+    """Per-draw statistics ``(C, S)``: from ``(C,)`` tensors, or one chain's Python scalars."""
+    if not values or torch.is_tensor(values[0]):
+        return torch.stack(values, 1)
+    dtype = like.dtype if isinstance(values[0], float) else None
+    return torch.tensor(values, dtype=dtype, device=like.device).reshape(1, -1)
 
 
 def _transition(sampler, state, step, metric, hmc_steps):

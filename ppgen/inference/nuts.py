@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 #: Stan's threshold on the energy error that marks a divergent transition.
@@ -96,6 +97,7 @@ class Sampler:
     def __init__(self, value_and_grad, max_tree_depth, generator, fused_leaf=None):
         self.value_and_grad, self.max_tree_depth, self.generator = value_and_grad, max_tree_depth, generator
         self.fused_leaf = fused_leaf
+        self._steps = None
 
     def _uniform(self, like):
         return torch.rand(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
@@ -232,25 +234,34 @@ class Sampler:
 
     # ------------------------------------------------------------ one chain, scalar bookkeeping
     def _transition_single(self, state, step_size, metric):
-        """:meth:`transition` for one chain, the same algorithm with the per-leaf
-        bookkeeping in Python floats and NumPy views of the momenta: one tensor read and
-        two small dot products per leaf instead of a dozen small tensor operations."""
+        """:meth:`transition` for one chain, the same algorithm with the bookkeeping in
+        Python floats and NumPy views of the momenta: one tensor read and two small dot
+        products per leaf instead of a dozen small tensor operations. Its statistics are
+        Python scalars (``accept``, ``depth``, ``diverging``, ``energy``, ``leapfrogs``)."""
         z, grad, potential = state.z, state.grad, state.potential
         host = _numpy_view if z.device.type == "cpu" else _numpy_copy
         r = metric.momentum(z.shape, self.generator, z.dtype, z.device)
         velocity = metric.velocity(r)
-        energy0 = float(potential + 0.5 * (velocity * r).sum(-1))
-        left = right = (z, r, grad, potential, host(velocity))
-        proposal, log_weight, rho = (z, potential, grad), 0.0, host(r)
-        steps = (step_size, -step_size, 0.5 * step_size, -0.5 * step_size)
+        r_host, velocity_host = host(r), host(velocity)
+        energy0 = float(potential) + 0.5 * float(velocity_host @ r_host)
+        left = right = (z, r, grad, potential, velocity_host)
+        proposal, log_weight, rho = (z, potential, grad), 0.0, r_host
+        steps = self._signed_steps(step_size)
         leaf = self.fused_leaf if self.fused_leaf is not None and not metric.dense else \
             (lambda *args: self.leaf(*args[:-1], metric))
-        coins = torch.rand(2 * self.max_tree_depth, generator=self.generator, dtype=torch.float64).tolist()
+        # one draw of this transition's uniforms: directions, merge coins, in-subtree choices
+        uniforms = torch.rand(2 * self.max_tree_depth + 2 ** min(self.max_tree_depth, 6) - 1,
+                              generator=self.generator, dtype=torch.float64).tolist()
+        coins, spare = uniforms[:2 * self.max_tree_depth], uniforms[2 * self.max_tree_depth:]
+        zero, zero_host = torch.zeros_like(r), np.zeros_like(r_host)
         depth, diverging, accept_sum, leaves = 0, False, 0.0, 0
         for j in range(self.max_tree_depth):
             forward = coins[2 * j] < 0.5
+            if len(spare) < 2 ** j:
+                spare = torch.rand(2 ** j, generator=self.generator, dtype=torch.float64).tolist()
+            choices, spare = spare[:2 ** j], spare[2 ** j:]
             sub = self._subtree_single(leaf, right if forward else left, forward, j, energy0, steps,
-                                       metric.inverse, host)
+                                       metric.inverse, host, zero, zero_host, choices)
             accept_sum, leaves, depth = accept_sum + sub["accept_sum"], leaves + sub["leaves"], j + 1
             diverging = diverging or sub["diverging"]
             if sub["turning"] or sub["diverging"]:
@@ -265,23 +276,25 @@ class Sampler:
             rho = rho + sub["rho"]
             if left[4] @ rho <= 0 or right[4] @ rho <= 0:
                 break
-        like = potential
-        stats = {"accept": like.new_full((1,), accept_sum / max(leaves, 1)),
-                 "depth": torch.full((1,), depth, dtype=torch.long, device=like.device),
-                 "diverging": torch.full((1,), diverging, dtype=torch.bool, device=like.device),
-                 "energy": like.new_full((1,), energy0), "leapfrogs": like.new_full((1,), float(leaves))}
+        stats = {"accept": accept_sum / max(leaves, 1), "depth": depth, "diverging": diverging,
+                 "energy": energy0, "leapfrogs": leaves}
         return State(*proposal), stats
 
-    def _subtree_single(self, leaf, start, forward, j, energy0, steps, inverse, host):
+    def _signed_steps(self, step_size):
+        """``(step, -step, step / 2, -step / 2)`` as tensors, kept while the step size is the
+        same tensor (after warm-up, every transition)."""
+        if self._steps is None or self._steps[0] is not step_size:
+            self._steps = (step_size, (step_size, -step_size, 0.5 * step_size, -0.5 * step_size))
+        return self._steps[1]
+
+    def _subtree_single(self, leaf, start, forward, j, energy0, steps, inverse, host, zero, zero_host, uniforms):
         """``2^j`` leaves from ``start``; momenta sums and velocities as NumPy vectors."""
         z, r, grad, potential, velocity = start
         step, half_step = (steps[0], steps[2]) if forward else (steps[1], steps[3])
         log_weight, proposal = -math.inf, (z, potential, grad)
-        zero = torch.zeros_like(r)
-        rho = host(zero)  # the momentum sum before the current leaf
+        rho = zero_host  # the momentum sum before the current leaf
         accept_sum, leaves, turning, diverging = 0.0, 0, False, False
         block_velocity, block_rho = [None] * (j + 1), [None] * (j + 1)
-        uniforms = torch.rand(2 ** j, generator=self.generator, dtype=torch.float64).tolist()
         for n in range(2 ** j):
             # rho is summed on the host, so the leaf's running sum starts from zero each time
             z, r, grad, potential, energy, velocity_t, _ = leaf(z, r, grad, zero, step, half_step, inverse)

@@ -292,8 +292,10 @@ class Potential:
             try:
                 # (plain functions: make_fx counts a bound method's ``self`` as an input)
                 graph = make_fx(lambda u: self._log_joint_and_grad(u))(z) if backend == "jit" else None
+                # Inductor's kernel is recorded straight into its decomposed operations
+                decompositions = inductor_decompositions() if backend == "compiled" else None
                 leaf = make_fx(lambda z, r, g, rho, step, half, inverse: self._leaf_eager(
-                    z, r, g, rho, step, half, inverse))(*leaf_args)
+                    z, r, g, rho, step, half, inverse), decomposition_table=decompositions)(*leaf_args)
             except Exception as exc:  # tracing fails in many ways, all of which mean "don't"
                 if "_local_scalar_dense" in str(exc):
                     return "data-dependent control flow or indexing (a tensor read as a Python value)"
@@ -378,12 +380,20 @@ def _verify(potential, graph, leaf, leaf_args):
     return ""
 
 
-def inductor_kernel(graph, example):
-    """``graph`` (a ``make_fx`` recording) compiled by TorchInductor for inputs shaped and
-    strided like ``example``: a function of those inputs returning a tuple.
+def inductor_decompositions():
+    """The decomposition table ``make_fx`` records a graph for :func:`inductor_kernel` with."""
+    from torch._inductor.decomposition import select_decomp_table
 
-    The lean way first: the graph retraced with Inductor's decompositions and handed to
-    ``compile_fx_inner``, and its generated ``call`` used directly, without input
+    return select_decomp_table()
+
+
+def inductor_kernel(graph, example):
+    """``graph`` (a ``make_fx`` recording with :func:`inductor_decompositions`) compiled
+    by TorchInductor for inputs shaped and strided like ``example``: a function of those
+    inputs returning a tuple, with ``.lean`` saying which way it was compiled.
+
+    The lean way first: the graph handed to ``compile_fx_inner``, and its generated
+    ``call`` used directly, without input
     shape and stride asserts; that skips TorchDynamo's frame hooks and AOTAutograd's
     runtime wrappers, which cost more than the kernel (eight schools' leaf: 7.5 us a
     call instead of 17). Its callers pass fresh contiguous tensors of the example's
@@ -399,20 +409,17 @@ def inductor_kernel(graph, example):
     from torch import _inductor
     from torch._guards import TracingContext, tracing
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.fx.experimental.proxy_tensor import make_fx
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
     try:
         from torch._inductor.compile_fx import compile_fx_inner
-        from torch._inductor.decomposition import select_decomp_table
 
-        lowered = make_fx(graph, decomposition_table=select_decomp_table())(*example)
-        if not _writes_inputs(lowered):
+        if not _writes_inputs(graph):
             mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
             fake = [mode.from_tensor(t) for t in example]
             with tracing(TracingContext(mode)), _inductor.config.patch(size_asserts=False,
                                                                        alignment_asserts=False):
-                call = compile_fx_inner(lowered, fake).current_callable
+                call = compile_fx_inner(graph, fake).current_callable
 
             def kernel(*args):
                 return tuple(call(list(args)))
