@@ -21,6 +21,7 @@ from .contrastive import run_contrastive
 from .data_parallel_gan import run_adversarial_data_parallel
 from .exact import run_exact
 from .mcmc import run_mcmc
+from .mcmc_processes import chain_method, run_chains_alone
 from .methods import MAP, SVI, as_method
 from .program import Program
 from .result import Fit
@@ -219,8 +220,12 @@ def _dispatch(program, method, validation, seed, progress, em_result, distribute
         return Fit(posterior={}, losses=out["losses"], timings={"fit": out["seconds"]},
                    extras={"discriminator_losses": out["discriminator_losses"]}, **common)
     if method.name in ("nuts", "hmc"):
+        alone = chain_method(program, method) == "parallel" or (
+            chain_method(program, method) == "sequential" and method.engine == "ppgen")
         if distributed:
             from .mcmc_ranks import run_mcmc_over_ranks as runner  # chains split over the ranks
+        elif alone and method.chains > 1:
+            runner = run_chains_alone  # each chain alone: in worker processes, or one after another
         else:
             runner = run_mcmc
         posterior, stats, seconds = runner(program, method, seed=seed, progress=progress, init_values=init_values)

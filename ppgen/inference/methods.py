@@ -148,6 +148,7 @@ class MAP(SVI):
 
 ENGINES = ("ppgen", "pyro")
 POTENTIALS = ("auto", "compiled", "jit", "vectorized", "loop")
+CHAIN_METHODS = ("auto", "vectorized", "parallel", "sequential")
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,16 @@ class NUTS:
     (towards ``target_accept``) and a diagonal or dense (``dense_mass``) mass
     matrix in Stan's windows, and every chain starts from the model's point
     parameters when it has them.
+
+    ``chain_method`` (NumPyro's names): ``"vectorized"`` moves all chains in lockstep
+    in one process (``engine="ppgen"``); ``"parallel"`` runs each chain alone in its
+    own worker process, at most one per CPU core
+    (:mod:`ppgen.inference.mcmc_processes`); ``"sequential"`` runs them one after
+    another here. The last two give chain ``c`` the seed ``seed + c``, so their draws
+    are the same. ``"auto"``: where the potential cannot be vectorised over chains
+    (enumerated discrete sites, ``potential="loop"``), ``"parallel"`` with several
+    cores and ``"sequential"`` with one; else ``"vectorized"`` (``engine="pyro"``:
+    ``"sequential"``).
     """
 
     num_samples: int = 1000
@@ -176,6 +187,7 @@ class NUTS:
     jit_compile: bool = False
     engine: str = "ppgen"
     potential: str = "auto"
+    chain_method: str = "auto"
     name = "nuts"
 
     def __post_init__(self):
@@ -190,6 +202,11 @@ class NUTS:
             raise MethodError(f"{owner}(engine={self.engine!r}): choose one of {ENGINES}")
         if self.potential not in POTENTIALS:
             raise MethodError(f"{owner}(potential={self.potential!r}): choose one of {POTENTIALS}")
+        if self.chain_method not in CHAIN_METHODS:
+            raise MethodError(f"{owner}(chain_method={self.chain_method!r}): choose one of {CHAIN_METHODS}")
+        if self.chain_method == "vectorized" and self.engine != "ppgen":
+            raise MethodError(f"{owner}(chain_method='vectorized') needs engine='ppgen': Pyro's kernels "
+                              "run one chain at a time")
 
     config = SVI.config
 

@@ -1,0 +1,94 @@
+"""Chains alone: in worker processes (``chain_method="parallel"``) or one after another."""
+
+import os
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import config_enumerate
+
+import ppgen
+from ppgen.errors import MethodError
+from ppgen.inference import NUTS
+from ppgen.inference.mcmc_processes import chain_method
+from ppgen.inference.program import Program
+
+PARENT = os.getpid()
+DATA = torch.tensor([-2.1, -1.7, -2.4, 1.9, 2.2, 1.6, 2.5, -1.9])
+
+
+@config_enumerate
+def mixture(y):
+    """Two-component mixture, the assignments summed out: a potential Pyro evaluates chain by chain."""
+    loc = pyro.sample("loc", dist.Normal(0.0, 3.0).expand([2]).to_event(1))
+    with pyro.plate("data", len(y)):
+        z = pyro.sample("z", dist.Categorical(torch.tensor([0.5, 0.5])))
+        pyro.sample("y", dist.Normal(loc[z], 1.0), obs=y)
+
+
+def normal_mean(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def _fit(model, seed=0, **method):
+    settings = dict(num_samples=20, warmup=20, chains=2)
+    settings.update(method)
+    return ppgen.fit(model, {"y": DATA}, NUTS(**settings), seed=seed, progress=False)
+
+
+def test_auto_resolves_by_whether_chains_vectorise():
+    many_cores = (os.cpu_count() or 1) > 1
+    enumerated = Program.build(mixture, {"y": DATA})
+    continuous = Program.build(normal_mean, {"y": DATA})
+    assert chain_method(enumerated, NUTS(chains=2)) == ("parallel" if many_cores else "sequential")
+    assert chain_method(continuous, NUTS(chains=2, potential="loop")) == ("parallel" if many_cores else "sequential")
+    assert chain_method(enumerated, NUTS(chains=1)) == "vectorized"
+    assert chain_method(continuous, NUTS(chains=4)) == "vectorized"
+    assert chain_method(continuous, NUTS(chains=4, engine="pyro")) == "sequential"
+    with pytest.raises(MethodError, match="chain_method"):
+        NUTS(chain_method="threads")
+    with pytest.raises(MethodError, match="engine='ppgen'"):
+        NUTS(chain_method="vectorized", engine="pyro")
+
+
+@pytest.mark.parametrize("model", [mixture, normal_mean])
+def test_parallel_equals_sequential_equals_one_chain_runs(model):
+    """Chain c of either method is the one-chain run with seed + c, draw for draw."""
+    parallel = _fit(model, seed=3, chain_method="parallel")
+    sequential = _fit(model, seed=3, chain_method="sequential")
+    site = "loc" if model is mixture else "mu"
+    assert parallel.posterior[site].shape[:2] == (2, 20)
+    assert torch.equal(parallel.posterior[site], sequential.posterior[site])
+    for key in parallel.sample_stats:
+        assert torch.equal(parallel.sample_stats[key], sequential.sample_stats[key]), key
+    for c in range(2):
+        alone = _fit(model, seed=3 + c, chains=1)
+        assert torch.equal(parallel.posterior[site][c], alone.posterior[site][0])
+    assert set(parallel.timings) == {"compile", "sampling", "total"}
+    assert parallel.to_arviz().posterior.sizes["chain"] == 2
+
+
+def _fails_in_workers(y):
+    if os.getpid() != PARENT:
+        raise ValueError("bad value of 'mu' in a worker")
+    normal_mean(y)
+
+
+def _dies_in_workers(y):
+    if os.getpid() != PARENT:
+        os._exit(3)
+    normal_mean(y)
+
+
+def test_a_worker_error_is_raised_here_with_its_chain():
+    with pytest.raises(ValueError, match="bad value of 'mu'") as info:
+        _fit(_fails_in_workers, chain_method="parallel")
+    assert any("chain 0" in note or "chain 1" in note for note in getattr(info.value, "__notes__", []))
+
+
+def test_a_dead_worker_is_a_method_error():
+    with pytest.raises(MethodError, match=r"worker process of chain \d died \(exit code 3\)"):
+        _fit(_dies_in_workers, chain_method="parallel")
