@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..errors import MethodError
 from .adaptation import DualAveraging, Welford, initial_step_size, windows
+from .lockstep import compile_lockstep
 from .nuts import Metric, Sampler, State
 from .potential import Potential
 from .program import init_to_unconstrained_uniform
@@ -48,6 +49,8 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     long_run = method.warmup + method.num_samples >= COMPILE_MIN_ITERATIONS
     potential = Potential(program, method.chains, mode=method.potential, init_strategy=init,
                           compile_hint=long_run)
+    # several chains on a compiled potential: each leaf's bookkeeping compiled with it
+    lockstep = None if method.dense_mass else compile_lockstep(potential, method.max_tree_depth + 1)
     built = time.perf_counter()
     z = potential.initial
     generator = torch.Generator(device=z.device).manual_seed(seed)
@@ -63,7 +66,8 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     eye = torch.eye(dim, dtype=z.dtype, device=z.device)
     metric = Metric(eye.expand(chains, dim, dim).clone() if dense else torch.ones_like(z))
     fused = potential.leaf if potential.mode in ("jit", "compiled") else None
-    sampler = Sampler(potential.value_and_grad, method.max_tree_depth, generator, fused_leaf=fused)
+    sampler = Sampler(potential.value_and_grad, method.max_tree_depth, generator, fused_leaf=fused,
+                      lockstep_kernel=lockstep)
     hmc_steps = method.num_steps if method.name == "hmc" else None
     step = z.new_full((chains, 1), float(getattr(method, "step_size", 1.0)))
     if method.warmup:

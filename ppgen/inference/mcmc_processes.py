@@ -60,6 +60,11 @@ def run_chains_alone(program, method, *, seed, progress, init_values=None, proce
     parallel = method.chain_method == "parallel" or (
         method.chain_method == "auto" and chain_method(program, method) == "parallel")
     context = _context(program) if parallel and method.chains > 1 else None
+    if method.chain_method == "auto":
+        why = "discrete sites summed out by enumeration" if program.has_enumeration else "potential='loop'"
+        log.info("%s: the potential cannot be vectorised over chains (%s: Pyro's potential, chain by "
+                 "chain, mode 'loop'); running the %d chains %s", method.name.upper(), why, method.chains,
+                 "in worker processes" if context is not None else "one after another")
     if context is None:
         runs = [_timed_run(program, one, seed + c, progress, init_values) for c in range(method.chains)]
     else:

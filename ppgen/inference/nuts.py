@@ -94,10 +94,10 @@ class Sampler:
         arithmetic in separate tensor operations otherwise.
     """
 
-    def __init__(self, value_and_grad, max_tree_depth, generator, fused_leaf=None):
+    def __init__(self, value_and_grad, max_tree_depth, generator, fused_leaf=None, lockstep_kernel=None):
         self.value_and_grad, self.max_tree_depth, self.generator = value_and_grad, max_tree_depth, generator
-        self.fused_leaf = fused_leaf
-        self._steps = None
+        self.fused_leaf, self.lockstep_kernel = fused_leaf, lockstep_kernel
+        self._steps, self._masks = None, {}
 
     def _uniform(self, like):
         return torch.rand(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
@@ -166,6 +166,8 @@ class Sampler:
     def _subtree(self, start, forward, j, energy0, step_size, metric, active):
         """``2^j`` leapfrog steps from ``start`` for every active chain. Masks are applied
         only while some chain has stopped: the common case runs without them."""
+        if self.lockstep_kernel is not None and not metric.dense:
+            return self._subtree_compiled(start, forward, j, energy0, step_size, metric, active)
         z, r, grad, potential = start
         chains = z.shape[0]
         step = torch.where(forward.unsqueeze(-1), step_size, -step_size)
@@ -231,6 +233,34 @@ class Sampler:
                 "rho": rho, "turning": turning, "diverging": diverging, "accept_sum": accept_sum,
                 "leaves": leaves}
 
+
+    def _subtree_compiled(self, start, forward, j, energy0, step_size, metric, active):
+        """:meth:`_subtree` with each leaf and its bookkeeping one compiled kernel
+        (:mod:`ppgen.inference.lockstep`); the same arithmetic and random draws."""
+        from .lockstep import level_masks
+
+        z, r, grad, potential = start
+        chains = z.shape[0]
+        levels = self.max_tree_depth + 1
+        step = torch.where(forward.unsqueeze(-1), step_size, -step_size)
+        half_step = 0.5 * step
+        zero, blocks = torch.zeros_like(potential), z.new_zeros((levels,) + tuple(z.shape))
+        no = torch.zeros_like(active)
+        carried = (z, r, grad, potential, torch.zeros_like(r), torch.full_like(potential, -math.inf),
+                   z, potential, grad, zero, zero, blocks, blocks, active.clone(), no, no)
+        uniforms = torch.rand((2 ** j, chains), generator=self.generator, dtype=z.dtype, device=z.device)
+        if j not in self._masks:
+            self._masks[j] = level_masks(j, levels, z.device)
+        for n, (opening, closing) in enumerate(self._masks[j]):
+            *carried, remaining = self.lockstep_kernel(*carried, step, half_step, metric.inverse, energy0,
+                                                       uniforms[n], opening, closing)
+            if int(remaining) == 0:
+                break
+        (z, r, grad, potential, rho, log_weight, proposal_z, proposal_potential, proposal_grad,
+         accept_sum, leaves, _, _, _, turning, diverging) = carried
+        return {"end": (z, r, grad, potential), "proposal": (proposal_z, proposal_potential, proposal_grad),
+                "log_weight": log_weight, "rho": rho, "turning": turning, "diverging": diverging,
+                "accept_sum": accept_sum, "leaves": leaves}
 
     # ------------------------------------------------------------ one chain, scalar bookkeeping
     def _transition_single(self, state, step_size, metric):

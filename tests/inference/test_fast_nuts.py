@@ -326,7 +326,7 @@ def test_inductor_kernel_lean_path_and_input_writes(float64):
     graph that writes into its input is compiled the usual way instead."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from ppgen.inference.potential import _writes_inputs, inductor_decompositions, inductor_kernel
+    from ppgen.inference.inductor import _writes_inputs, inductor_decompositions, inductor_kernel
 
     def pure(x, y):
         return (x * y).exp().sum(-1), x - y
