@@ -74,18 +74,21 @@ def potential_timer():
         fast_mcmc.Potential = real
 
 
-def run_ppgen(problem, seed, warmup, draws, chains=1, potential="auto"):
+def run_ppgen(problem, seed, warmup, draws, chains=1, potential="auto", chain_method="auto"):
     import ppgen
     from ppgen.inference import NUTS
 
     with potential_timer() as built:
         fit, seconds = timed(ppgen.fit, pyro_model(problem.key), torch_data(problem.key),
-                             NUTS(num_samples=draws, warmup=warmup, chains=chains, potential=potential),
+                             NUTS(num_samples=draws, warmup=warmup, chains=chains, potential=potential,
+                                  chain_method=chain_method),
                              seed=seed, progress=False)
     posterior = {k: fit.posterior[k].numpy() for k in problem.sites}
     record = _record(problem, seed, posterior, seconds, int(fit.sample_stats["diverging"].sum()))
-    # The fit's own record of building (and compiling) its potential, fit.timings["compile"].
-    return {**record, **built[0], "compile": fit.timings["compile"]}
+    # The fit's own record of building (and compiling) its potential, fit.timings["compile"]
+    # (worker processes: the longest build of any of them).
+    return {**record, **(built[0] if built else {"mode": "(in workers)", "reason": ""}),
+            "compile": fit.timings["compile"]}
 
 
 def run_pyro(problem, seed, warmup, draws, jit):
@@ -221,18 +224,21 @@ def bench(problem, seeds, warmup, draws):
     return records
 
 
-def bench_chains(problem, counts, seed, warmup, draws, one_chain):
-    """ppgen and NumPyro (vectorized) with each chain count; the 1-chain runs are
-    ``one_chain`` (the main table's ppgen and NumPyro records for ``seed``)."""
+def bench_chains(problem, counts, seed, warmup, draws, one_chain, parallel_counts=(4,)):
+    """ppgen (lockstep, and in worker processes for ``parallel_counts``) and NumPyro
+    (vectorized) with each chain count; the 1-chain runs are ``one_chain`` (the main
+    table's ppgen and NumPyro records for ``seed``)."""
     out = []
     for chains in counts:
         if chains == 1 and one_chain is not None:
-            out.append((chains, *one_chain))
+            out.append((chains, one_chain[0], None, one_chain[1]))
             continue
         print(f"{problem.key}, {chains} chains ...", file=sys.stderr)
-        ppgen_rec = run_ppgen(problem, seed, warmup, draws, chains)
+        ppgen_rec = run_ppgen(problem, seed, warmup, draws, chains, chain_method="vectorized")
+        parallel_rec = (run_ppgen(problem, seed, warmup, draws, chains, chain_method="parallel")
+                        if chains in parallel_counts else None)
         numpyro_rec = run_child("numpyro", problem, seed, warmup, draws, chains)
-        out.append((chains, ppgen_rec, numpyro_rec))
+        out.append((chains, ppgen_rec, parallel_rec, numpyro_rec))
     return out
 
 
@@ -281,13 +287,17 @@ def targets_table(results):
 def chains_table(chain_results):
     rows = []
     for key, results in chain_results.items():
-        for chains, p, n in results:
+        for chains, p, q, n in results:
+            parallel = (f"{q['seconds']:.1f} / {q['ess']:.0f} / {q['ess_per_s']:.1f} / "
+                        f"{q['ess'] / (q['seconds'] - q['compile']):.1f}") if q else ""
             rows.append([key, str(chains), f"{p['seconds']:.1f}", f"{p['compile']:.2f}", f"{p['ess']:.0f}",
-                         f"{p['ess_per_s']:.1f}", f"{p['ess'] / (p['seconds'] - p['compile']):.1f}",
+                         f"{p['ess_per_s']:.1f}", f"{p['ess'] / (p['seconds'] - p['compile']):.1f}", parallel,
                          f"{n['seconds']:.2f} / {n['again']:.2f}", f"{n['ess']:.0f}",
                          f"{n['ess_per_s']:.1f}", f"{n['ess'] / n['again']:.1f}"])
-    return table(["problem", "chains", "ppgen wall (s)", "ppgen potential build (s)", "ppgen min bulk ESS",
-                  "ppgen ESS/s", "ppgen ESS/s excl. compile", "NumPyro wall (s), first / again",
+    return table(["problem", "chains", "ppgen wall (s)", "ppgen build (s)", "ppgen min bulk ESS",
+                  "ppgen ESS/s", "ppgen ESS/s excl. compile",
+                  "ppgen parallel: wall s / ESS / ESS/s / excl. compile",
+                  "NumPyro wall (s), first / again",
                   "NumPyro min bulk ESS", "NumPyro ESS/s", "NumPyro ESS/s excl. compile"], rows)
 
 
@@ -385,7 +395,10 @@ def main(argv=None):
         parts.append(f"### Chains in lockstep (CPU; seed {seeds[0]}; {args.warmup} warm-up + "
                      f"{args.draws} draws per chain; ESS over all chains together)\n\n"
                      + chains_table(chain_results)
-                     + "\n\nThe 1-chain rows are the main tables' seed-0 runs. NumPyro: "
+                     + "\n\nThe 1-chain rows are the main tables' seed-0 runs. ppgen: "
+                     "`chain_method='vectorized'` (lockstep, each leaf and its bookkeeping one compiled "
+                     "kernel), and `'parallel'` (each chain alone in a forked worker process, one per core; "
+                     "its build time is the longest of the workers'). NumPyro: "
                      "`MCMC(..., num_chains=C, chain_method='vectorized')`, first and second run as "
                      "above. CPU only: the script has no GPU case (this machine has none).")
     parts.append(NOTES)

@@ -17,7 +17,10 @@ potential is evaluated once per step for the whole batch; a chain whose tree has
 stopped is frozen by masks until the deepest tree of the batch is done. The
 sub-trajectory checks need only ``O(max_tree_depth)`` stored momenta: the
 start of every binary block that is still open (the iterative form of the
-recursion, as in NumPyro's iterative NUTS).
+recursion, as in NumPyro's iterative NUTS). On a compiled potential each leaf
+and all of its per-chain bookkeeping are one TorchInductor kernel
+(:mod:`ppgen.inference.lockstep`); one chain alone keeps its bookkeeping in
+Python floats and NumPy views instead (:meth:`Sampler._transition_single`).
 
 Everything here is functional: a :class:`Metric` and per-chain step sizes
 (shape ``(C, 1)``) in, a new :class:`State` and per-chain statistics out.
