@@ -8,10 +8,11 @@ per CPU core, each with one torch thread) or in this process (``"sequential"``);
 the draws of the two are identical, and so are chain ``c``'s and a one-chain
 ``fit(..., seed=seed + c)``'s.
 
-Workers are forked where the platform forks (Linux): the model and its data are
-inherited, not pickled, so closures and models defined in ``__main__`` work; the
-draws come back as NumPy arrays through a pipe. Elsewhere (spawn) the program
-must pickle, else the chains run sequentially and the reason is logged. An
+Workers are forked where the platform forks (Linux) and CUDA is not initialised
+here: the model and its data are inherited, not pickled, so closures and models
+defined in ``__main__`` work; the draws come back as NumPy arrays through a pipe.
+Otherwise (spawn) the program must pickle, else the chains run sequentially and
+the reason is logged. An
 exception in a worker is raised here (with the chain named); a worker that dies
 raises :class:`~ppgen.errors.MethodError`; Ctrl-C stops every worker.
 """
@@ -86,7 +87,8 @@ def _timed_run(program, method, seed, progress, init_values):
 
 def _context(program):
     """A multiprocessing context whose workers can run ``program``, or None (with the reason logged)."""
-    if "fork" in multiprocessing.get_all_start_methods():
+    # CUDA cannot be used again in a forked child once this process has initialised it
+    if "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized():
         return multiprocessing.get_context("fork")
     try:
         pickle.dumps(program)
