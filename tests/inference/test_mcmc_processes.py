@@ -92,3 +92,26 @@ def test_a_worker_error_is_raised_here_with_its_chain():
 def test_a_dead_worker_is_a_method_error():
     with pytest.raises(MethodError, match=r"worker process of chain \d died \(exit code 3\)"):
         _fit(_dies_in_workers, chain_method="parallel")
+
+
+def test_spawned_workers_and_the_sequential_fallback(monkeypatch, caplog):
+    """Without fork (or with CUDA initialised), workers are spawned and the program pickled;
+    a program that does not pickle runs its chains one after another, saying why."""
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    spawned = _fit(normal_mean, seed=5, chain_method="parallel", num_samples=10, warmup=10)
+    sequential = _fit(normal_mean, seed=5, chain_method="sequential", num_samples=10, warmup=10)
+    assert torch.equal(spawned.posterior["mu"], sequential.posterior["mu"])
+
+    scale = 1.0
+
+    def closure(y):  # a local function: no pickle
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0 * scale))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with caplog.at_level("WARNING", logger="ppgen"):
+        fit = _fit(closure, seed=5, chain_method="parallel", num_samples=10, warmup=10)
+    assert "cannot be sent to a spawned worker" in caplog.text
+    assert torch.equal(fit.posterior["mu"], sequential.posterior["mu"])
