@@ -46,8 +46,9 @@ def chain_method(program, method):
     unvectorised = method.potential == "loop" or program.has_enumeration
     if method.chains == 1 or not unvectorised:
         return "vectorized"
-    # Lockstep chains over Pyro's potential wait for the deepest tree: measured 3x slower
-    # than the same chains one after another (bench_chain_methods.py).
+    # Lockstep chains over Pyro's potential wait for the deepest tree: measured 1.7x the wall
+    # time of the same chains one after another, 3.1x that of worker processes on 2 cores
+    # (bench_chain_methods.py).
     return "parallel" if (os.cpu_count() or 1) > 1 else "sequential"
 
 
