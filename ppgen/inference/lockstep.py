@@ -33,12 +33,10 @@ import warnings
 import torch
 
 from .inductor import inductor_decompositions, inductor_kernel
+from .nuts import MAX_DELTA_H, _trailing
 from .potential import _close
 
 log = logging.getLogger("ppgen")
-
-#: Stan's threshold on the energy error that marks a divergent transition.
-MAX_DELTA_H = 1000.0
 
 #: The names of :func:`lockstep_leaf`'s carried state, in order (inputs and outputs).
 CARRIED = ("z", "r", "grad", "potential", "rho", "log_weight", "proposal_z", "proposal_potential",
@@ -176,11 +174,3 @@ def level_masks(j, levels, device):
         closing[1:_trailing(n, 1) + 1] = True
         masks.append((opening.to(device), closing.to(device)))
     return masks
-
-
-def _trailing(n, bit):
-    count = 0
-    while (n & 1) == bit and count < 64:
-        n >>= 1
-        count += 1
-    return count
