@@ -220,8 +220,8 @@ def _dispatch(program, method, validation, seed, progress, em_result, distribute
         return Fit(posterior={}, losses=out["losses"], timings={"fit": out["seconds"]},
                    extras={"discriminator_losses": out["discriminator_losses"]}, **common)
     if method.name in ("nuts", "hmc"):
-        alone = chain_method(program, method) == "parallel" or (
-            chain_method(program, method) == "sequential" and method.engine == "ppgen")
+        resolved = chain_method(program, method)
+        alone = resolved == "parallel" or (resolved == "sequential" and method.engine == "ppgen")
         if distributed:
             from .mcmc_ranks import run_mcmc_over_ranks as runner  # chains split over the ranks
         elif alone and method.chains > 1:

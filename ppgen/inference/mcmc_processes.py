@@ -59,8 +59,7 @@ def run_chains_alone(program, method, *, seed, progress, init_values=None, proce
     ``(posterior, stats, seconds)`` with the chains in order."""
     one = dataclasses.replace(method, chains=1, chain_method="vectorized")
     start = time.perf_counter()
-    parallel = method.chain_method == "parallel" or (
-        method.chain_method == "auto" and chain_method(program, method) == "parallel")
+    parallel = chain_method(program, method) == "parallel"
     context = _context(program) if parallel and method.chains > 1 else None
     if method.chain_method == "auto":
         why = "discrete sites summed out by enumeration" if program.has_enumeration else "potential='loop'"

@@ -95,6 +95,10 @@ class Sampler:
         ``(z, r, grad, rho, step, half_step, inverse) -> (z, r, grad, U, H, M^{-1} r, rho + r)``,
         one compiled leapfrog step for a diagonal metric (``Potential.leaf``); the same
         arithmetic in separate tensor operations otherwise.
+    lockstep_kernel : callable, optional
+        Several chains: one leaf and its bookkeeping compiled together
+        (:func:`ppgen.inference.lockstep.compile_lockstep`); the tensor bookkeeping of
+        :meth:`_subtree` otherwise.
     """
 
     def __init__(self, value_and_grad, max_tree_depth, generator, fused_leaf=None, lockstep_kernel=None):
@@ -236,11 +240,10 @@ class Sampler:
                 "rho": rho, "turning": turning, "diverging": diverging, "accept_sum": accept_sum,
                 "leaves": leaves}
 
-
     def _subtree_compiled(self, start, forward, j, energy0, step_size, metric, active):
         """:meth:`_subtree` with each leaf and its bookkeeping one compiled kernel
         (:mod:`ppgen.inference.lockstep`); the same arithmetic and random draws."""
-        from .lockstep import level_masks
+        from .lockstep import level_masks  # here: lockstep imports this module
 
         z, r, grad, potential = start
         chains = z.shape[0]
