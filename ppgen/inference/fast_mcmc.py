@@ -23,7 +23,9 @@ from pyro.infer.autoguide import init_to_median, init_to_value
 from tqdm.auto import tqdm
 
 from ..errors import MethodError
+from . import free_chains
 from .adaptation import DualAveraging, Welford, initial_step_size, windows
+from .free_chains import compile_free_step
 from .lockstep import compile_lockstep
 from .nuts import Metric, Sampler, State
 from .potential import Potential
@@ -37,6 +39,9 @@ log = logging.getLogger("ppgen")
 #: faster leapfrog steps; shorter runs (tests, quick looks) use the TorchScript graph.
 COMPILE_MIN_ITERATIONS = 1000
 
+#: Several NUTS chains on a compiled potential run free (:mod:`ppgen.inference.free_chains`).
+FREE_CHAINS = True
+
 
 def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     """Run ``method.chains`` chains together; return draws, statistics, seconds
@@ -49,8 +54,12 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     long_run = method.warmup + method.num_samples >= COMPILE_MIN_ITERATIONS
     potential = Potential(program, method.chains, mode=method.potential, init_strategy=init,
                           compile_hint=long_run)
-    # several chains on a compiled potential: each leaf's bookkeeping compiled with it
-    lockstep = None if method.dense_mass else compile_lockstep(potential, method.max_tree_depth + 1)
+    # several chains on a compiled potential: each leaf's bookkeeping compiled with it, the
+    # chains free-running (NUTS) or in lockstep (HMC, or where the free-running leaf fails)
+    free = None if method.dense_mass or method.name == "hmc" or not FREE_CHAINS else \
+        compile_free_step(potential, method.max_tree_depth)
+    lockstep = None if method.dense_mass or free is not None else \
+        compile_lockstep(potential, method.max_tree_depth + 1)
     built = time.perf_counter()
     z = potential.initial
     generator = torch.Generator(device=z.device).manual_seed(seed)
@@ -80,6 +89,12 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
             "acceptance_rate": [], "energy": [], "lp": []}
     total = method.warmup + method.num_samples
     bar = tqdm(total=total, disable=not progress, desc=method.name.upper(), leave=False)
+    if free is not None:
+        try:
+            draws, sample_stats = free_chains.sample(free, sampler, state, step, metric, method, generator, bar)
+        finally:
+            bar.close()
+        return _finish(potential, method, draws, sample_stats, start, built)
     try:
         for i in range(total):
             state, stats = _transition(sampler, state, step, metric, hmc_steps)
@@ -107,12 +122,17 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     finally:
         bar.close()
     draws = torch.stack(kept.pop("z"), 1)  # (C, S, D)
-    with torch.no_grad():
-        posterior = potential.unflatten(draws)
     sample_stats = {k: _stack(v, z) for k, v in kept.items()}
-    sample_stats["n_steps"] = sample_stats["n_steps"].long()
     if hmc_steps is not None:
         del sample_stats["tree_depth"]
+    return _finish(potential, method, draws, sample_stats, start, built)
+
+
+def _finish(potential, method, draws, sample_stats, start, built):
+    """The constrained draws, the statistics, the timings and the potential's mode."""
+    with torch.no_grad():
+        posterior = potential.unflatten(draws)
+    sample_stats["n_steps"] = sample_stats["n_steps"].long()
     divergences = int(sample_stats["diverging"].sum())
     if divergences:
         log.warning("%s: %d divergent transitions after warm-up; the posterior may be biased "

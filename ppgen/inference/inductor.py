@@ -23,10 +23,11 @@ def inductor_decompositions():
     return select_decomp_table()
 
 
-def inductor_kernel(graph, example):
+def inductor_kernel(graph, example, **config):
     """``graph`` (a ``make_fx`` recording with :func:`inductor_decompositions`) compiled
     by TorchInductor for inputs shaped and strided like ``example``: a function of those
-    inputs returning a tuple, with ``.lean`` saying which way it was compiled.
+    inputs returning a tuple, with ``.lean`` saying which way it was compiled; ``config``:
+    Inductor settings for this compilation.
 
     The lean way first: the graph handed to ``compile_fx_inner``, and its generated
     ``call`` used directly, without input
@@ -54,7 +55,7 @@ def inductor_kernel(graph, example):
             mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
             fake = [mode.from_tensor(t) for t in example]
             with tracing(TracingContext(mode)), _inductor.config.patch(size_asserts=False,
-                                                                       alignment_asserts=False):
+                                                                       alignment_asserts=False, **config):
                 call = compile_fx_inner(graph, fake).current_callable
 
             def kernel(*args):
@@ -65,7 +66,7 @@ def inductor_kernel(graph, example):
         log.debug("NUTS potential: the recorded graph writes into an input; compiling it the usual way")
     except Exception as exc:  # noqa: BLE001 - any failure of the internal path: the public one
         log.debug("NUTS potential: Inductor's inner compile failed (%s); compiling it the usual way", exc)
-    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
+    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))), _inductor.config.patch(**config):
         compiled = _inductor.compile(graph, list(example))
 
     def kernel(*args):

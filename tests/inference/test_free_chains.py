@@ -1,0 +1,170 @@
+"""Free-running chains (``ppgen.inference.free_chains``): the per-chain state machine
+against the sampler's own one-chain transition on the same random numbers, the
+driver's warm-up and draws against an exact posterior, the compiled step against eager."""
+
+import math
+from types import SimpleNamespace
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import ppgen
+from ppgen.inference import NUTS, fast_mcmc
+from ppgen.inference import free_chains as fc
+from ppgen.inference.nuts import Metric, Sampler, State
+from ppgen.inference.potential import Potential
+from ppgen.inference.program import Program
+
+from .test_fast_nuts import _logistic, _schools, eight_schools, logistic
+
+
+def test_concat_and_stack_equal_torchs():
+    g = torch.Generator().manual_seed(0)
+    parts = [torch.randn(3, k, 4, generator=g) for k in (2, 1, 5)]
+    assert torch.equal(fc.concat(parts, 1), torch.cat(parts, 1))
+    assert torch.equal(fc.concat(parts, -2), torch.cat(parts, -2))
+    columns = [torch.randn(5, generator=g) for _ in range(4)]
+    assert torch.equal(fc.stack(columns, 1), torch.stack(columns, 1))
+    assert torch.equal(fc.stack(columns, 0), torch.stack(columns, 0))
+
+
+def _free_transition(potential, state, step, metric, generator, depth):
+    """One transition of one chain by :func:`free_leaf`, fed the uniforms that
+    ``Sampler._transition_single`` draws (momentum, then directions and merge coins, then
+    every subtree's leaf choices: one draw when ``depth <= 6``)."""
+    r = metric.momentum(state.z.shape, generator, state.z.dtype, state.z.device)
+    uniforms = torch.rand(2 * depth + 2 ** depth - 1, generator=generator, dtype=torch.float64).tolist()
+    coins, choices = uniforms[:2 * depth], uniforms[2 * depth:]
+    V, S, energy0 = fc.start(state.z, state.potential, state.grad, r, metric.inverse, depth)
+    calls = 0
+    while S[0, fc.S_["done"]] == 0:
+        j, n = int(S[0, fc.S_["depth_building"]]), int(S[0, fc.S_["leaf"]])
+        u = torch.tensor([[coins[2 * j], choices[2 ** j - 1 + n], coins[2 * j + 1]]], dtype=state.z.dtype)
+        V, S = fc.free_leaf(potential._leaf_eager, V, S, energy0, step, metric.inverse, u, depth)
+        calls += 1
+    s = S[0]
+    stats = {"accept": float(s[fc.S_["accept_sum"]] / s[fc.S_["leaves"]]), "depth": int(s[fc.S_["depth"]]),
+             "diverging": bool(s[fc.S_["diverging"]]), "leapfrogs": int(s[fc.S_["leaves"]])}
+    assert calls == stats["leapfrogs"]
+    new = State(V[:, fc.V_["proposal_z"]], S[:, fc.S_["proposal_potential"]], V[:, fc.V_["proposal_grad"]])
+    return new, stats
+
+
+@pytest.mark.parametrize("model,data,step", [(eight_schools, _schools, 0.35), (logistic, _logistic, 0.12)])
+def test_free_leaf_transitions_equal_the_samplers(float64, model, data, step):
+    depth = 6
+    potential = Potential(Program.build(model, data()), 1, mode="vectorized")
+    z = potential.initial
+    value, grad = potential.value_and_grad(z)
+    metric = Metric(torch.rand(z.shape, generator=torch.Generator().manual_seed(2), dtype=z.dtype) + 0.5)
+    step = z.new_full((1, 1), step)
+    generator = torch.Generator().manual_seed(5)
+    sampler = Sampler(potential.value_and_grad, depth, generator)
+    state = State(z, value, grad)
+    depths = set()
+    for _ in range(30):
+        saved = generator.get_state()
+        expected, expected_stats = sampler.transition(state, step, metric)
+        generator.set_state(saved)
+        got, stats = _free_transition(potential, state, step, metric, generator, depth)
+        assert torch.allclose(got.z, expected.z, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(got.potential, expected.potential, rtol=1e-12)
+        for key in ("depth", "diverging", "leapfrogs"):
+            assert stats[key] == expected_stats[key], key
+        assert math.isclose(stats["accept"], expected_stats["accept"], rel_tol=1e-12)
+        depths.add(stats["depth"])
+        state = expected
+    assert len(depths) > 1  # trees of several depths
+
+
+def normal_mean(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 0.5))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+    return scale
+
+
+def _eager_kernel(potential, depth):
+    return lambda *args: fc.free_step(potential._leaf_eager, *args, depth)
+
+
+def test_driver_warms_up_and_samples_the_exact_posterior(float64):
+    """The driver with an eager step: per-chain windowed warm-up reaches the target
+    acceptance, and the draws match the conjugate posterior of ``mu`` and the prior of
+    ``scale`` (a site the data do not touch) within Monte Carlo error."""
+    y = torch.tensor([0.3, -0.4, 1.2, 0.8, 0.1, 0.6])
+    chains, draws = 4, 400
+    potential = Potential(Program.build(normal_mean, {"y": y}), chains, mode="vectorized")
+    z = potential.initial
+    value, grad = potential.value_and_grad(z)
+    generator = torch.Generator().manual_seed(3)
+    depth = 8
+    sampler = Sampler(potential.value_and_grad, depth, generator)
+    method = SimpleNamespace(warmup=300, num_samples=draws, target_accept=0.8, max_tree_depth=depth)
+    metric = Metric(torch.ones_like(z))
+    step = z.new_full((chains, 1), 1.0)
+    u, stats = fc.sample(_eager_kernel(potential, depth), sampler, State(z, value, grad), step, metric, method,
+                         generator)
+    assert u.shape == (chains, draws, 2)
+    assert stats["diverging"].dtype == torch.bool and stats["tree_depth"].dtype == torch.long
+    assert set(stats) == set(fc.RECORD)
+    # Stan's final step size is the averaged iterate, below the last ones: on this nearly
+    # Gaussian posterior the acceptance ends above the 0.8 target (0.91 in lockstep, two seeds)
+    assert 0.8 < float(stats["acceptance_rate"].mean()) < 0.96
+    # every chain adapted its own step size and metric
+    assert stats["step_size"][:, 0].unique().numel() == chains
+    posterior = potential.unflatten(u)
+    n = len(y)
+    mean, sd = float(y.sum()) / (n + 1), (1.0 / (n + 1)) ** 0.5
+    mu = posterior["mu"].reshape(-1)
+    se = sd / (mu.numel() / 4) ** 0.5  # effective sample size taken as a quarter of the draws
+    assert abs(float(mu.mean()) - mean) < 4 * se
+    assert abs(float(mu.std()) - sd) < 0.1 * sd
+    log_scale = posterior["scale"].reshape(-1).log()
+    assert abs(float(log_scale.mean())) < 4 * 0.5 / (log_scale.numel() / 4) ** 0.5
+    assert abs(float(log_scale.std()) - 0.5) < 0.05
+
+
+def test_plan_lists_the_slow_windows():
+    plan = fc.make_plan(1000, 500, 0.9, torch.zeros(1, dtype=torch.float64))
+    assert plan[:3].tolist() == [1000, 1500, 0.9]
+    bounds = plan[3:].view(-1, 2)
+    used = bounds[bounds[:, 1] >= 0]
+    assert used[0].tolist() == [75, 99] and used[-1, 1] == 949  # Stan's 75 / 25, 50, ... / 50
+
+
+@pytest.mark.slow  # TorchInductor compiles for seconds
+def test_compiled_free_step_matches_eager(float64):
+    potential = Potential(Program.build(eight_schools, _schools()), 3, mode="compiled")
+    kernel = fc.compile_free_step(potential, 6)
+    assert kernel is not None and kernel.lean
+    for seed in (7, 8, 9):
+        args = fc._probe_args(potential, 6, torch.Generator().manual_seed(seed))
+        got = kernel(*args)
+        with torch.enable_grad():
+            expected = _eager_kernel(potential, 6)(*args)
+        for a, b in zip(got, expected):
+            assert torch.allclose(a, b.detach(), rtol=1e-10, atol=1e-10, equal_nan=True)
+
+
+def test_fit_runs_free_chains_on_a_compiled_potential(float64, monkeypatch):
+    """``ppgen.fit`` with several chains and a compiled potential samples by free-running
+    chains (and the same fit with them switched off, in lockstep, agrees)."""
+    used = []
+    real = fc.sample
+    monkeypatch.setattr(fc, "sample", lambda *a, **k: used.append(1) or real(*a, **k))
+    y = torch.tensor([0.3, -0.4, 1.2, 0.8, 0.1, 0.6])
+    method = NUTS(num_samples=300, warmup=200, chains=3, potential="compiled", chain_method="vectorized")
+    fit = ppgen.fit(normal_mean, {"y": y}, method, seed=1, progress=False)
+    assert used == [1]
+    assert fit.posterior["mu"].shape == (3, 300)
+    mean, sd = float(y.sum()) / 7, (1 / 7) ** 0.5
+    assert abs(float(fit.posterior["mu"].mean()) - mean) < 4 * sd / (900 / 4) ** 0.5
+    assert int(fit.sample_stats["diverging"].sum()) == 0
+    monkeypatch.setattr(fast_mcmc, "FREE_CHAINS", False)
+    lockstep = ppgen.fit(normal_mean, {"y": y}, method, seed=1, progress=False)
+    assert used == [1]
+    assert abs(float(lockstep.posterior["mu"].mean()) - float(fit.posterior["mu"].mean())) < 4 * sd / 15
