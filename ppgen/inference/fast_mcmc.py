@@ -3,7 +3,10 @@
 The model is traced once into a :class:`~ppgen.inference.potential.Potential`
 (batched over chains and compiled by ``torch.jit.trace`` where that is safe),
 then :class:`~ppgen.inference.nuts.Sampler` moves all chains in lockstep, with
-Stan's warm-up (:mod:`ppgen.inference.adaptation`). Draws come back per site in
+Stan's warm-up (:mod:`ppgen.inference.adaptation`). Several NUTS chains on a
+compiled potential with a diagonal metric run free instead
+(:mod:`ppgen.inference.free_chains`: each chain its own trees and warm-up, none
+waiting for another's longest tree; ``FREE_CHAINS = False`` keeps them in lockstep). Draws come back per site in
 the constrained space, shaped ``(chains, draws, ...)``, with per-draw statistics
 for ArviZ's ``sample_stats``: ``diverging``, ``tree_depth``, ``n_steps``,
 ``step_size``, ``acceptance_rate``, ``energy`` and ``lp``.

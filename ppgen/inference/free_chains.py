@@ -19,9 +19,10 @@ draws three uniforms per chain (the direction of a subtree starting at this
 leaf, the leaf's in-subtree choice, the merge of a subtree ending at it).
 
 State per chain, packed so the compiled call has few inputs and outputs:
-``V (C, ROWS, D)``, the vectors (tree ends, current point, proposals, momentum
-sums, and the ``L = max_tree_depth + 1`` block velocities and block sums) and
-``S (C, COLUMNS)``, the scalars, in the row and column orders named below.
+``V (C, 15, D)``, the vectors (tree ends, current point, proposals, momentum
+sums), ``B (C, 2L, D)``, the ``L = max_tree_depth + 1`` block velocities then
+block momentum sums, and ``S (C, 13)``, the scalars, in the row and column
+orders named below.
 """
 
 from __future__ import annotations
@@ -50,13 +51,19 @@ V_ = {name: i for i, name in enumerate(VECTORS)}
 S_ = {name: i for i, name in enumerate(SCALARS)}
 
 
-def free_leaf(leaf, V, S, energy0, step, inverse, uniforms, max_tree_depth):
-    """One leaf for every chain still in a transition (``done == 0``); returns ``(V, S)``.
+def free_leaf(leaf, V, B, S, energy0, step, inverse, uniforms, max_tree_depth):
+    """One leaf for every chain still in a transition (``done == 0``); returns ``(V, B, S)``.
 
     ``leaf`` is the fused leapfrog step ``(z, r, grad, rho, step, half_step, inverse) ->
     (z, r, grad, U, H, M^{-1} r, rho + r)``; ``energy0 (C,)`` the transition's starting
     energy, ``step (C, 1)``, ``inverse (C, D)`` the diagonal metric, ``uniforms (C, 3)``.
     """
+    vectors, B, scalars = _leaf_parts(leaf, V, B, S, energy0, step, inverse, uniforms, max_tree_depth)
+    return stack(vectors, 1), B, stack(scalars, 1)
+
+
+def _leaf_parts(leaf, V, B, S, energy0, step, inverse, uniforms, max_tree_depth):
+    """:func:`free_leaf`'s new rows of ``V`` and columns of ``S`` unstacked, and ``B``."""
     levels = max_tree_depth + 1
     col = lambda m: m.unsqueeze(-1)  # noqa: E731
     v = lambda name: V[:, V_[name]]  # noqa: E731
@@ -92,9 +99,8 @@ def free_leaf(leaf, V, S, energy0, step, inverse, uniforms, max_tree_depth):
     in_tree = (k >= 1) & (k <= col(j))
     opening = in_tree & (torch.remainder(col(n), size) == 0) & col(alive)
     closing = in_tree & (torch.remainder(col(n) + 1, size) == 0)
-    first = len(VECTORS)
-    block_velocity = torch.where(col(opening), velocity.unsqueeze(1), V[:, first:first + levels])
-    block_rho = torch.where(col(opening), sub_rho.unsqueeze(1), V[:, first + levels:])
+    block_velocity = torch.where(col(opening), velocity.unsqueeze(1), B[:, :levels])
+    block_rho = torch.where(col(opening), sub_rho.unsqueeze(1), B[:, levels:])
     sub_rho_next = sub_rho + new_r
     block_sum = sub_rho_next.unsqueeze(1) - block_rho
     turned = ((block_velocity * block_sum).sum(-1) <= 0) | ((velocity.unsqueeze(1) * block_sum).sum(-1) <= 0)
@@ -124,16 +130,15 @@ def free_leaf(leaf, V, S, energy0, step, inverse, uniforms, max_tree_depth):
     finished = subtree_ends & (~ok | tree_turned | (j + 1 >= max_tree_depth))
     vectors = [left_z, left_r, left_grad, right_z, right_r, right_grad, z, r, grad, proposal_z, proposal_grad,
                rho, sub_z, sub_grad, sub_rho]
-    V = concat([x.unsqueeze(1) for x in vectors] + [block_velocity, block_rho], 1)
-    S = stack([torch.where(subtree_ends, j + 1, j),
+    scalars = [torch.where(subtree_ends, j + 1, j),
                      torch.where(subtree_ends, 0.0, torch.where(alive, n + 1, n)),
                      forward.to(S.dtype),
                      torch.where(finished, 1.0, s("done")),
                      potential, proposal_potential, log_weight, sub_potential, sub_log_weight,
                      accept_sum, leaves,
                      torch.where(subtree_ends, j + 1, s("depth")),
-                     torch.where(diverging, 1.0, s("diverging"))], 1)
-    return V, S
+                     torch.where(diverging, 1.0, s("diverging"))]
+    return vectors, concat([block_velocity, block_rho], 1), scalars
 
 
 def concat(parts, dim):
@@ -159,23 +164,29 @@ def stack(parts, dim):
 
 
 def start(z, potential, grad, r, inverse, max_tree_depth):
-    """``(V, S, energy0)`` of transitions starting at ``(z, potential, grad)`` with momentum ``r``."""
+    """``(V, B, S, energy0)`` of transitions starting at ``(z, potential, grad)`` with momentum ``r``."""
+    energy0 = potential + 0.5 * (inverse * r * r).sum(-1)
+    vectors, scalars, energy0 = _start_parts(z, potential, grad, r, inverse)
+    B = z.new_zeros(z.shape[0], 2 * (max_tree_depth + 1), z.shape[1])
+    return stack(vectors, 1), B, stack(scalars, 1), energy0
+
+
+def _start_parts(z, potential, grad, r, inverse):
+    """:func:`start`'s rows of ``V`` and columns of ``S``, unstacked, and ``energy0``."""
     energy0 = potential + 0.5 * (inverse * r * r).sum(-1)
     zero = torch.zeros_like(z)
-    levels = max_tree_depth + 1
-    V = stack([z, r, grad, z, r, grad, z, r, grad, z, grad, r, z, grad, zero] + [zero] * (2 * levels), 1)
+    vectors = [z, r, grad, z, r, grad, z, r, grad, z, grad, r, z, grad, zero]
     nothing = torch.zeros_like(potential)
     columns = {name: nothing for name in SCALARS}
     columns.update(potential=potential, proposal_potential=potential, sub_potential=potential,
                    sub_log_weight=nothing - math.inf)
-    S = stack([columns[name] for name in SCALARS], 1)
-    return V, S, energy0
+    return vectors, [columns[name] for name in SCALARS], energy0
 
 
 def compile_free_step(potential, max_tree_depth):
     """:func:`free_step` for ``potential``'s chains compiled by TorchInductor with the
-    fused leapfrog step: ``(V, S, A, W, energy0, step, inverse, uniforms, noise, plan) ->
-    (V, S, A, W, energy0, step, R, summary)``; None
+    fused leapfrog step: ``(V, B, S, A, W, energy0, step, inverse, uniforms, noise, plan) ->
+    (V, B, S, A, W, energy0, step, R, summary)``; None
     unless the mode is ``"compiled"`` with several chains, or where compiling fails or
     disagrees with eager evaluation at probe points (logged)."""
     if potential.mode != "compiled" or potential.chains < 2:
@@ -221,8 +232,8 @@ def _probe_args(potential, max_tree_depth, generator):
     with torch.no_grad():
         log_joint = potential._vectorized(u)
     inverse = uniform(c, d) + 0.5
-    V, S, energy0 = start(u, -log_joint, like(c, d), like(c, d), inverse, max_tree_depth)
-    V = V + 0.1 * like(*V.shape)
+    V, B, S, energy0 = start(u, -log_joint, like(c, d), like(c, d), inverse, max_tree_depth)
+    V, B = V + 0.1 * like(*V.shape), like(*B.shape)
     j = torch.floor(uniform(c) * max_tree_depth)
     n = torch.floor(uniform(c) * torch.exp2(j))
     S = S.clone()
@@ -235,7 +246,7 @@ def _probe_args(potential, max_tree_depth, generator):
                      0.1 * like(c), torch.floor(uniform(c) * 30)], 1)
     W = torch.stack([like(c, d), uniform(c, d) * 10], 1)
     plan = make_plan(150, 150, 0.8, z)
-    return (V.contiguous(), S.contiguous(), A, W, energy0, step, inverse, uniform(c, 3), like(c, d), plan)
+    return (V.contiguous(), B, S.contiguous(), A, W, energy0, step, inverse, uniform(c, 3), like(c, d), plan)
 
 
 #: Stan's dual-averaging constants (as :class:`~ppgen.inference.adaptation.DualAveraging`).
@@ -249,7 +260,7 @@ RECORD = ("lp", "acceptance_rate", "tree_depth", "diverging", "n_steps", "energy
 MAX_WINDOWS = 16
 
 
-def free_step(leaf, V, S, A, W, energy0, step, inverse, uniforms, noise, plan, max_tree_depth):
+def free_step(leaf, V, B, S, A, W, energy0, step, inverse, uniforms, noise, plan, max_tree_depth):
     """:func:`free_leaf` for every chain, then, for each chain whose transition ended at
     this leaf: its warm-up update (Stan's dual averaging of the step size, Welford sums of
     the draws in a slow window) and its next transition, started from the new draw with
@@ -259,21 +270,22 @@ def free_step(leaf, V, S, A, W, energy0, step, inverse, uniforms, noise, plan, m
 
     ``A (C, len(ADAPTATION))`` and ``W (C, 2, D)`` (Welford mean and sum of squares) are
     the warm-up state; ``plan`` is ``[warmup, total, target_accept, first_0, last_0, ...]``
-    (slow windows, padded with -1). Returns ``(V, S, A, W, energy0, step, R, summary)``:
+    (slow windows, padded with -1). Returns ``(V, B, S, A, W, energy0, step, R, summary)``:
     ``R (C, D + 8)`` each chain's ended transition (draw, :data:`RECORD`, index among the
     kept draws or -1) and ``summary``: whether some draw is kept, some chain held, every
     chain done.
     """
-    V, S = free_leaf(leaf, V, S, energy0, step, inverse, uniforms, max_tree_depth)
+    vectors, B, scalars = _leaf_parts(leaf, V, B, S, energy0, step, inverse, uniforms, max_tree_depth)
     col = lambda m: m.unsqueeze(-1)  # noqa: E731
     a = lambda name: A[:, A_[name]]  # noqa: E731
+    s = lambda name: scalars[S_[name]]  # noqa: E731
     warmup, total, target = plan[0], plan[1], plan[2]
     first, last = plan[3::2], plan[4::2]
-    ended = S[:, S_["done"]] == 1
+    ended = s("done") == 1
     i = a("count")
-    proposal_z, proposal_grad = V[:, V_["proposal_z"]], V[:, V_["proposal_grad"]]
-    proposal_potential = S[:, S_["proposal_potential"]]
-    accept = S[:, S_["accept_sum"]] / S[:, S_["leaves"]].clamp(min=1)
+    proposal_z, proposal_grad = vectors[V_["proposal_z"]], vectors[V_["proposal_grad"]]
+    proposal_potential = s("proposal_potential")
+    accept = s("accept_sum") / s("leaves").clamp(min=1)
 
     adapting = ended & (i < warmup)
     t = a("t") + adapting.to(A.dtype)
@@ -297,21 +309,22 @@ def free_step(leaf, V, S, A, W, energy0, step, inverse, uniforms, noise, plan, m
 
     count = i + ended.to(A.dtype)
     kept = ended & (i >= warmup)
-    record = stack([-proposal_potential, accept, S[:, S_["depth"]], S[:, S_["diverging"]],
-                          S[:, S_["leaves"]], energy0, step[:, 0], torch.where(kept, i - warmup, -1.0)], 1)
+    record = stack([-proposal_potential, accept, s("depth"), s("diverging"), s("leaves"), energy0, step[:, 0],
+                    torch.where(kept, i - warmup, -1.0)], 1)
     R = concat([proposal_z, record], 1)
 
     going_on = ended & ~hold & (count < total)
-    new_V, new_S, new_energy0 = start(proposal_z, proposal_potential, proposal_grad, noise * inverse.rsqrt(),
-                                      inverse, max_tree_depth)
-    V = torch.where(going_on.reshape(-1, 1, 1), new_V, V)
-    S = torch.where(col(going_on), new_S, S)
-    done = torch.where(ended & ~going_on, 2.0, S[:, S_["done"]])
-    S = torch.where(torch.arange(S.shape[1], device=S.device) == S_["done"], col(done), S)
+    fresh_vectors, fresh_scalars, new_energy0 = _start_parts(proposal_z, proposal_potential, proposal_grad,
+                                                              noise * inverse.rsqrt(), inverse)
+    V = stack([torch.where(col(going_on), new, old) for new, old in zip(fresh_vectors, vectors)], 1)
+    B = torch.where(going_on.reshape(-1, 1, 1), 0.0, B)
+    scalars = [torch.where(going_on, new, old) for new, old in zip(fresh_scalars, scalars)]
+    scalars[S_["done"]] = torch.where(ended & ~going_on, 2.0, scalars[S_["done"]])
+    S = stack(scalars, 1)
     energy0 = torch.where(going_on, new_energy0, energy0)
     A = stack([count, t, a("mu"), log_step, log_step_bar, h_bar, n], 1)
     summary = stack([kept.any().to(A.dtype), hold.any().to(A.dtype), (count >= total).all().to(A.dtype)], 0)
-    return V, S, A, stack([mean, m2], 1), energy0, new_step, R, summary
+    return V, B, S, A, stack([mean, m2], 1), energy0, new_step, R, summary
 
 
 def sample(kernel, sampler, state, step, metric, method, generator, bar=None):
@@ -329,20 +342,21 @@ def sample(kernel, sampler, state, step, metric, method, generator, bar=None):
     W = z.new_zeros(chains, 2, dim)
     inverse = metric.inverse
     r = metric.momentum(z.shape, generator, z.dtype, z.device)
-    V, S, energy0 = start(z, state.potential, state.grad, r, inverse, method.max_tree_depth)
+    V, B, S, energy0 = start(z, state.potential, state.grad, r, inverse, method.max_tree_depth)
     records = z.new_empty(chains, method.num_samples, dim + len(RECORD))
     calls = 0
     while True:
         uniforms = torch.rand((chains, 3), generator=generator, dtype=z.dtype, device=z.device)
         noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-        V, S, A, W, energy0, step, R, summary = kernel(V, S, A, W, energy0, step, inverse, uniforms, noise, plan)
+        V, B, S, A, W, energy0, step, R, summary = kernel(V, B, S, A, W, energy0, step, inverse, uniforms, noise,
+                                                          plan)
         some_kept, some_held, complete = summary.tolist()
         if some_kept:
             rows = (R[:, -1] >= 0).nonzero().squeeze(-1)
             records[rows, R[rows, -1].long()] = R[rows, :-1]
         if some_held:
-            V, S, A, W, energy0, step, inverse, metric = _new_metric(sampler, generator, V, S, A, W, energy0, step,
-                                                                      inverse, total, method.max_tree_depth)
+            V, B, S, A, W, energy0, step, inverse, metric = _new_metric(
+                sampler, generator, V, B, S, A, W, energy0, step, inverse, total, method.max_tree_depth)
         calls += 1
         if bar is not None and calls % 64 == 0:
             bar.update(int(A[:, A_["count"]].min()) - bar.n)
@@ -375,7 +389,7 @@ def _adaptation_start(step, A, rows):
     return torch.where(rows.unsqueeze(-1), fresh, A).contiguous()
 
 
-def _new_metric(sampler, generator, V, S, A, W, energy0, step, inverse, total, max_tree_depth):
+def _new_metric(sampler, generator, V, B, S, A, W, energy0, step, inverse, total, max_tree_depth):
     """The chains held at the end of a slow window: their metric from the window's draws
     (Stan's regularised variances), a fresh step size by Stan's heuristic, restarted dual
     averaging and Welford sums, and their next transition."""
@@ -393,8 +407,10 @@ def _new_metric(sampler, generator, V, S, A, W, energy0, step, inverse, total, m
     A[:, A_["welford_n"]] = torch.where(held, 0.0, A[:, A_["welford_n"]])
     W = torch.where(held.reshape(-1, 1, 1), 0.0, W).contiguous()
     r = metric.momentum(proposal.z.shape, generator, proposal.z.dtype, proposal.z.device)
-    new_V, new_S, new_energy0 = start(proposal.z, proposal.potential, proposal.grad, r, inverse, max_tree_depth)
+    new_V, new_B, new_S, new_energy0 = start(proposal.z, proposal.potential, proposal.grad, r, inverse,
+                                             max_tree_depth)
     V = torch.where(held.reshape(-1, 1, 1), new_V, V).contiguous()
+    B = torch.where(held.reshape(-1, 1, 1), new_B, B).contiguous()
     S = torch.where(rows, new_S, S).contiguous()
     energy0 = torch.where(held, new_energy0, energy0).contiguous()
-    return V, S, A, W, energy0, step, inverse, metric
+    return V, B, S, A, W, energy0, step, inverse, metric

@@ -167,8 +167,10 @@ class NUTS:
     matrix in Stan's windows, and every chain starts from the model's point
     parameters when it has them.
 
-    ``chain_method`` (NumPyro's names): ``"vectorized"`` moves all chains in lockstep
-    in one process (``engine="ppgen"``); ``"parallel"`` runs each chain alone in its
+    ``chain_method`` (NumPyro's names): ``"vectorized"`` moves all chains together
+    in one process (``engine="ppgen"``; NUTS on a compiled potential with a diagonal
+    metric: each chain free-running, one compiled step a leaf for all chains,
+    :mod:`ppgen.inference.free_chains`; otherwise in lockstep); ``"parallel"`` runs each chain alone in its
     own worker process, at most one per CPU core
     (:mod:`ppgen.inference.mcmc_processes`); ``"sequential"`` runs them one after
     another here. The last two give chain ``c`` the seed ``seed + c``, so their draws

@@ -22,6 +22,14 @@ and all of its per-chain bookkeeping are one TorchInductor kernel
 (:mod:`ppgen.inference.lockstep`); one chain alone keeps its bookkeeping in
 Python floats and NumPy views instead (:meth:`Sampler._transition_single`).
 
+Several NUTS chains on a compiled potential usually run free instead
+(:mod:`ppgen.inference.free_chains`), each through its own trees. Measured and
+not used for one chain: the whole transition as one TorchInductor program (a
+``while_loop`` over leaves, compiled with Inductor's C++ wrapper so the loop runs
+in C++): correct, but 17 us a leaf on eight schools, where these Python floats
+around the compiled leaf take 19.6; the generated loop allocates some thirty
+buffers an iteration, and the allocator, not the arithmetic, sets the pace.
+
 Everything here is functional: a :class:`Metric` and per-chain step sizes
 (shape ``(C, 1)``) in, a new :class:`State` and per-chain statistics out.
 """

@@ -37,12 +37,12 @@ def _free_transition(potential, state, step, metric, generator, depth):
     r = metric.momentum(state.z.shape, generator, state.z.dtype, state.z.device)
     uniforms = torch.rand(2 * depth + 2 ** depth - 1, generator=generator, dtype=torch.float64).tolist()
     coins, choices = uniforms[:2 * depth], uniforms[2 * depth:]
-    V, S, energy0 = fc.start(state.z, state.potential, state.grad, r, metric.inverse, depth)
+    V, B, S, energy0 = fc.start(state.z, state.potential, state.grad, r, metric.inverse, depth)
     calls = 0
     while S[0, fc.S_["done"]] == 0:
         j, n = int(S[0, fc.S_["depth_building"]]), int(S[0, fc.S_["leaf"]])
         u = torch.tensor([[coins[2 * j], choices[2 ** j - 1 + n], coins[2 * j + 1]]], dtype=state.z.dtype)
-        V, S = fc.free_leaf(potential._leaf_eager, V, S, energy0, step, metric.inverse, u, depth)
+        V, B, S = fc.free_leaf(potential._leaf_eager, V, B, S, energy0, step, metric.inverse, u, depth)
         calls += 1
     s = S[0]
     stats = {"accept": float(s[fc.S_["accept_sum"]] / s[fc.S_["leaves"]]), "depth": int(s[fc.S_["depth"]]),
