@@ -357,6 +357,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings (30 + 30 draws, one seed), nothing written")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    parser.add_argument("--chains-only", action="store_true",
+                        help="only the chains table (printed, not written): e.g. a rerun with warm caches")
     parser.add_argument("--child", choices=("numpyro", "pymc"), help=argparse.SUPPRESS)
     parser.add_argument("--child-seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child-chains", type=int, default=1, help=argparse.SUPPRESS)
@@ -384,6 +386,12 @@ def main(argv=None):
         "`pm.sample(random_seed=s)`); medians over seeds",
     ])
     results, chain_results = {}, {}
+    if args.chains_only:
+        for problem in problems:
+            chain_results[problem.key] = bench_chains(problem, args.chains, seeds[0], args.warmup, args.draws,
+                                                      None)
+        print(head + "\n\n" + chains_table(chain_results))
+        return
     for problem in problems:
         results[problem.key] = bench(problem, seeds, args.warmup, args.draws)
         if args.chains:

@@ -130,14 +130,10 @@ def _leaf_parts(leaf, V, B, S, energy0, step, inverse, uniforms, max_tree_depth)
     finished = subtree_ends & (~ok | tree_turned | (j + 1 >= max_tree_depth))
     vectors = [left_z, left_r, left_grad, right_z, right_r, right_grad, z, r, grad, proposal_z, proposal_grad,
                rho, sub_z, sub_grad, sub_rho]
-    scalars = [torch.where(subtree_ends, j + 1, j),
-                     torch.where(subtree_ends, 0.0, torch.where(alive, n + 1, n)),
-                     forward.to(S.dtype),
-                     torch.where(finished, 1.0, s("done")),
-                     potential, proposal_potential, log_weight, sub_potential, sub_log_weight,
-                     accept_sum, leaves,
-                     torch.where(subtree_ends, j + 1, s("depth")),
-                     torch.where(diverging, 1.0, s("diverging"))]
+    scalars = [torch.where(subtree_ends, j + 1, j), torch.where(subtree_ends, 0.0, torch.where(alive, n + 1, n)),
+               forward.to(S.dtype), torch.where(finished, 1.0, s("done")), potential, proposal_potential,
+               log_weight, sub_potential, sub_log_weight, accept_sum, leaves,
+               torch.where(subtree_ends, j + 1, s("depth")), torch.where(diverging, 1.0, s("diverging"))]
     return vectors, concat([block_velocity, block_rho], 1), scalars
 
 
@@ -165,7 +161,6 @@ def stack(parts, dim):
 
 def start(z, potential, grad, r, inverse, max_tree_depth):
     """``(V, B, S, energy0)`` of transitions starting at ``(z, potential, grad)`` with momentum ``r``."""
-    energy0 = potential + 0.5 * (inverse * r * r).sum(-1)
     vectors, scalars, energy0 = _start_parts(z, potential, grad, r, inverse)
     B = z.new_zeros(z.shape[0], 2 * (max_tree_depth + 1), z.shape[1])
     return stack(vectors, 1), B, stack(scalars, 1), energy0
@@ -201,9 +196,7 @@ def compile_free_step(potential, max_tree_depth):
         warnings.simplefilter("ignore")
         try:
             graph = make_fx(eager, decomposition_table=inductor_decompositions())(*example)
-            # concatenations as one pointwise kernel each: as Inductor's default (a view of
-            # the output per input) the state's ~60 slices cost more than the arithmetic
-            kernel = inductor_kernel(graph, example, max_pointwise_cat_inputs=256)
+            kernel = inductor_kernel(graph, example)
         except Exception as exc:  # noqa: BLE001 - any failure means: chains in lockstep
             log.info("NUTS: the free-running leaf did not compile (%s: %s); chains in lockstep",
                      type(exc).__name__, str(exc)[:120])

@@ -23,11 +23,10 @@ def inductor_decompositions():
     return select_decomp_table()
 
 
-def inductor_kernel(graph, example, **config):
+def inductor_kernel(graph, example):
     """``graph`` (a ``make_fx`` recording with :func:`inductor_decompositions`) compiled
     by TorchInductor for inputs shaped and strided like ``example``: a function of those
-    inputs returning a tuple, with ``.lean`` saying which way it was compiled; ``config``:
-    Inductor settings for this compilation.
+    inputs returning a tuple, with ``.lean`` saying which way it was compiled.
 
     The lean way first: the graph handed to ``compile_fx_inner``, and its generated
     ``call`` used directly, without input
@@ -55,7 +54,7 @@ def inductor_kernel(graph, example, **config):
             mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
             fake = [mode.from_tensor(t) for t in example]
             with tracing(TracingContext(mode)), _inductor.config.patch(size_asserts=False,
-                                                                       alignment_asserts=False, **config):
+                                                                       alignment_asserts=False):
                 call = compile_fx_inner(graph, fake).current_callable
 
             def kernel(*args):
@@ -66,7 +65,7 @@ def inductor_kernel(graph, example, **config):
         log.debug("NUTS potential: the recorded graph writes into an input; compiling it the usual way")
     except Exception as exc:  # noqa: BLE001 - any failure of the internal path: the public one
         log.debug("NUTS potential: Inductor's inner compile failed (%s); compiling it the usual way", exc)
-    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))), _inductor.config.patch(**config):
+    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
         compiled = _inductor.compile(graph, list(example))
 
     def kernel(*args):
