@@ -21,6 +21,16 @@ import math
 
 import torch
 
+#: Stan's dual-averaging constants: gamma, t0, kappa.
+GAMMA, T0, KAPPA = 0.05, 10.0, 0.75
+
+
+def regularised_variance(m2, count):
+    """Stan's metric estimate from Welford sums ``m2`` of ``count`` draws (a number or a
+    tensor broadcasting against ``m2``): the variances shrunk towards :math:`10^{-3}`."""
+    estimate = m2 / (count - 1).clamp(min=1) if torch.is_tensor(count) else m2 / max(count - 1, 1)
+    return (count / (count + 5.0)) * estimate + 1e-3 * (5.0 / (count + 5.0))
+
 
 def windows(warmup, init_buffer=75, term_buffer=50, base_window=25):
     """The slow windows as ``(first, last)`` iterations (0-based, inclusive):
@@ -45,7 +55,7 @@ class DualAveraging:
     """Per-chain dual averaging of the log step size: step sizes ``(C, 1)`` tensors, or
     one chain's as Python floats (no tensor operations per iteration)."""
 
-    def __init__(self, step_size, target, gamma=0.05, t0=10.0, kappa=0.75):
+    def __init__(self, step_size, target, gamma=GAMMA, t0=T0, kappa=KAPPA):
         self.target, self.gamma, self.t0, self.kappa = target, gamma, t0, kappa
         self.restart(step_size)
 
@@ -92,13 +102,12 @@ class Welford:
             self.m2 = self.m2 + delta * after
 
     def inverse_mass(self):
+        if not self.dense:
+            return regularised_variance(self.m2, self.count)
         n = self.count
-        estimate = self.m2 / max(n - 1, 1)
-        shrunk = (n / (n + 5.0)) * estimate
-        if self.dense:
-            eye = torch.eye(estimate.shape[-1], dtype=estimate.dtype, device=estimate.device)
-            return shrunk + 1e-3 * (5.0 / (n + 5.0)) * eye
-        return shrunk + 1e-3 * (5.0 / (n + 5.0))
+        shrunk = (n / (n + 5.0)) * (self.m2 / max(n - 1, 1))
+        eye = torch.eye(shrunk.shape[-1], dtype=shrunk.dtype, device=shrunk.device)
+        return shrunk + 1e-3 * (5.0 / (n + 5.0)) * eye
 
 
 def initial_step_size(sampler, state, step_size, metric, generator, max_rounds=100):

@@ -6,8 +6,8 @@ then :class:`~ppgen.inference.nuts.Sampler` moves all chains in lockstep, with
 Stan's warm-up (:mod:`ppgen.inference.adaptation`). Several NUTS chains on a
 compiled potential with a diagonal metric run free instead
 (:mod:`ppgen.inference.free_chains`: each chain its own trees and warm-up, none
-waiting for another's longest tree; ``FREE_CHAINS = False`` keeps them in lockstep). Draws come back per site in
-the constrained space, shaped ``(chains, draws, ...)``, with per-draw statistics
+waiting for another's longest tree; ``FREE_CHAINS = False`` keeps them in
+lockstep). Draws come back per site in the constrained space, shaped ``(chains, draws, ...)``, with per-draw statistics
 for ArviZ's ``sample_stats``: ``diverging``, ``tree_depth``, ``n_steps``,
 ``step_size``, ``acceptance_rate``, ``energy`` and ``lp``.
 
@@ -84,6 +84,13 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     step = z.new_full((chains, 1), float(getattr(method, "step_size", 1.0)))
     if method.warmup:
         step = initial_step_size(sampler, state, step, metric, generator)
+    if free is not None:
+        bar = tqdm(total=method.warmup + method.num_samples, disable=not progress, desc="NUTS", leave=False)
+        try:
+            draws, sample_stats = free_chains.sample(free, sampler, state, step, metric, method, generator, bar)
+        finally:
+            bar.close()
+        return _finish(potential, method, draws, sample_stats, start, built)
     scalar = chains == 1  # one chain adapts in Python floats
     averaging = DualAveraging(float(step) if scalar else step, method.target_accept)
     slow = windows(method.warmup)
@@ -92,12 +99,6 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
             "acceptance_rate": [], "energy": [], "lp": []}
     total = method.warmup + method.num_samples
     bar = tqdm(total=total, disable=not progress, desc=method.name.upper(), leave=False)
-    if free is not None:
-        try:
-            draws, sample_stats = free_chains.sample(free, sampler, state, step, metric, method, generator, bar)
-        finally:
-            bar.close()
-        return _finish(potential, method, draws, sample_stats, start, built)
     try:
         for i in range(total):
             state, stats = _transition(sampler, state, step, metric, hmc_steps)

@@ -33,7 +33,7 @@ import warnings
 
 import torch
 
-from .adaptation import initial_step_size, windows
+from .adaptation import GAMMA, KAPPA, T0, initial_step_size, regularised_variance, windows
 from .inductor import inductor_decompositions, inductor_kernel
 from .nuts import MAX_DELTA_H, Metric, State
 from .potential import _close
@@ -242,8 +242,6 @@ def _probe_args(potential, max_tree_depth, generator):
     return (V.contiguous(), B, S.contiguous(), A, W, energy0, step, inverse, uniform(c, 3), like(c, d), plan)
 
 
-#: Stan's dual-averaging constants (as :class:`~ppgen.inference.adaptation.DualAveraging`).
-GAMMA, T0, KAPPA = 0.05, 10.0, 0.75
 #: The columns of ``A``, each chain's warm-up state: transitions done, dual averaging, Welford count.
 ADAPTATION = ("count", "t", "mu", "log_step", "log_step_bar", "h_bar", "welford_n")
 A_ = {name: i for i, name in enumerate(ADAPTATION)}
@@ -388,8 +386,7 @@ def _new_metric(sampler, generator, V, B, S, A, W, energy0, step, inverse, total
     averaging and Welford sums, and their next transition."""
     held = (S[:, S_["done"]] == 2) & (A[:, A_["count"]] < total)
     rows = held.unsqueeze(-1)
-    n = A[:, A_["welford_n"]].unsqueeze(-1)
-    estimate = (n / (n + 5.0)) * W[:, 1] / (n - 1).clamp(min=1) + 1e-3 * (5.0 / (n + 5.0))
+    estimate = regularised_variance(W[:, 1], A[:, A_["welford_n"]].unsqueeze(-1))
     inverse = torch.where(rows, estimate, inverse).contiguous()
     metric = Metric(inverse)
     # contiguous copies: the compiled leaf (step-size search) reads its inputs as dense
