@@ -1,0 +1,208 @@
+"""The graph rewrites before TorchInductor (``ppgen.inference.broadcasts``) and the
+compiled kernel's reused buffers (``ppgen.inference.inductor._reusing_buffers``):
+the same numbers as the recorded graph, with the work moved where it should be."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from ppgen.inference import broadcasts
+from ppgen.inference.broadcasts import compute_broadcasts_once, simplify_for_inductor, split_small_last_dim
+from ppgen.inference.inductor import _reusing_buffers, inductor_decompositions
+
+aten = torch.ops.aten
+Y = torch.linspace(-3.0, 4.0, 500, dtype=torch.float64)
+
+
+def mixture_value_and_grad(params):
+    """A two-component normal mixture's log density over ``Y`` and its gradient, as
+    Pyro computes it in a plate (the expanded ``MixtureSameFamily`` carries weights and
+    scales broadcast to (N, 2))."""
+    params = params.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loc, log_scale, logit = params[:2], params[2:4], params[4]
+        weights = dist.Categorical(probs=torch.stack([torch.sigmoid(logit), 1 - torch.sigmoid(logit)]),
+                                   validate_args=False)
+        mixture = dist.MixtureSameFamily(weights, dist.Normal(loc, log_scale.exp(), validate_args=False),
+                                         validate_args=False)
+        value = mixture.expand(Y.shape).log_prob(Y).sum()  # expanded, as under pyro.plate - 0.5 * (params ** 2).sum()
+        (grad,) = torch.autograd.grad(value, params)
+    return value.detach(), grad
+
+
+def record(fn, *example):
+    return make_fx(fn, decomposition_table=inductor_decompositions())(*example)
+
+
+def heavy(graph, target):
+    """How many ``target`` operations of ``graph`` produce a (500, ...) tensor."""
+    return sum(1 for n in graph.graph.nodes if n.target == target and isinstance(n.meta.get("val"), torch.Tensor)
+               and n.meta["val"].dim() >= 1 and Y.numel() in tuple(n.meta["val"].shape))
+
+
+PARAMS = [torch.tensor([-1.0, 2.0, 0.1, -0.3, 0.4], dtype=torch.float64),
+          torch.tensor([0.5, 0.7, -1.0, 0.8, -2.0], dtype=torch.float64)]
+
+
+@pytest.mark.parametrize("params", PARAMS)
+def test_both_rewrites_keep_the_mixtures_value_and_gradient(params):
+    graph = record(mixture_value_and_grad, params)
+    logs_before = heavy(graph, aten.log.default)
+    simplified = simplify_for_inductor(record(mixture_value_and_grad, params), (params,))
+    for point in PARAMS + [params + 0.3]:
+        expected = mixture_value_and_grad(point)
+        got = simplified(point)
+        torch.testing.assert_close(got[0], expected[0], rtol=1e-12, atol=1e-10)
+        torch.testing.assert_close(got[1], expected[1], rtol=1e-12, atol=1e-10)
+    # the per-point log of the two scales and the log-softmax of the weights are gone:
+    # what is left is the log-sum-exp's one log per data point
+    assert logs_before >= 3
+    assert heavy(simplified, aten.log.default) <= 1
+    # no (500, 2) tensor is left but the ones stacked back at the outputs' edges
+    assert not any(tuple(n.meta["val"].shape)[-2:] == (Y.numel(), 2) and n.target != aten.cat.default
+                   for n in simplified.graph.nodes if n.op == "call_function"
+                   and isinstance(n.meta.get("val"), torch.Tensor) and n.meta["val"].dim() >= 2)
+
+
+def broadcast_reductions(x, w):
+    big = x.unsqueeze(-1).expand(50, 40, 3)  # (50, 40, 3), real in dims 0 and 1
+    wide = w.expand(50, 40, 3)  # w (1, 1, 3): broadcast in dims 0 and 1
+    a = (wide.exp() * 2).sum([0, 1])  # over two broadcast dims: 2000 copies of the same
+    b = wide.log1p().amax(1, keepdim=True)  # over a broadcast dim: nothing to reduce
+    c = (big * wide.sigmoid()).sum(-1)  # a real reduction stays
+    d = wide.tanh().amin([0, 2])  # a broadcast dim and a real one
+    e = (wide.square() + 1).sum(2).squeeze(-1).unsqueeze(0)
+    return a, b, c, d, e
+
+
+def test_broadcast_reductions_multiply_or_vanish():
+    x = torch.randn(50, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    w = torch.randn(1, 1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    graph = record(broadcast_reductions, x, w)
+    moved = compute_broadcasts_once(graph)
+    assert moved >= 8
+    expected = broadcast_reductions(x, w)
+    got = graph(x, w)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-9)  # a sum of 2000 equal terms vs 2000 * term
+    # exp, log1p, tanh and square now run on w's three numbers
+    for target in (aten.exp.default, aten.log1p.default, aten.tanh.default):
+        shapes = [tuple(n.meta["val"].shape) for n in graph.graph.nodes
+                  if n.target == target and "val" in n.meta]
+        assert all(math.prod(s) <= 3 for s in shapes), (target, shapes)
+
+
+def softmax_through(x, m):
+    parts = x.unsqueeze(-1) * torch.tensor([1.0, -2.0, 0.5], dtype=x.dtype) + m  # (200, 3)
+    normalised = torch.log_softmax(parts, -1)
+    mixed = normalised @ torch.arange(3.0, dtype=x.dtype).reshape(3, 1)  # a matmul: stacked back
+    return normalised.logsumexp(-1).sum(), mixed, parts.amax(-1), parts.amin(-1, keepdim=True), parts.sum(0)
+
+
+def test_small_last_dimension_split_and_stacked_back():
+    x = torch.randn(200, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    m = torch.randn(3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    graph = record(softmax_through, x, m)
+    assert split_small_last_dim(graph) >= 3
+    broadcasts._propagate(graph, (x, m))
+    for g, e in zip(graph(x, m), softmax_through(x, m)):
+        assert g.shape == e.shape
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    # the exponentials run on (200,) columns
+    assert all(tuple(n.meta["val"].shape) == (200,) for n in graph.graph.nodes if n.target == aten.exp.default)
+
+
+def test_a_failing_rewrite_leaves_the_graph_as_recorded(monkeypatch):
+    params = PARAMS[0]
+    graph = record(mixture_value_and_grad, params)
+    code = graph.code
+
+    def broken(gm, least=64):
+        gm.graph.erase_node(next(iter(gm.graph.nodes)))  # half-done, then it fails
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(broadcasts, "compute_broadcasts_once", broken)
+    out = simplify_for_inductor(graph, (params,))
+    assert out.code == code
+    torch.testing.assert_close(out(params)[1], mixture_value_and_grad(params)[1])
+
+
+# ---------------------------------------------------------------- the compiled kernel's buffers
+WRAPPER = '''
+def call(args):
+    (x,) = args
+    args.clear()
+    buf0 = empty_strided_cpu((3,), (1,), torch.float64)  # an intermediate
+    torch.mul(x, 2.0, out=buf0)
+    buf1 = empty_strided_cpu((3,), (1,), torch.float64)  # returned
+    torch.add(buf0, 1.0, out=buf1)
+    buf2 = reinterpret_tensor(buf0, (2,), (1,), 1)  # a view of the intermediate
+    buf3 = empty_strided_cpu((4,), (1,), torch.float64)
+    buf4 = reinterpret_tensor(buf3, (2,), (1,), 2)  # a view of a returned buffer
+    torch.neg(buf2, out=buf4)
+    torch.sum(buf2, dim=0, keepdim=True, out=reinterpret_tensor(buf3, (1,), (1,), 0))
+    torch.zeros(1, out=reinterpret_tensor(buf3, (1,), (1,), 1))
+    return (buf1, buf4, buf3)
+'''
+
+
+def test_the_compiled_call_reuses_intermediates_and_returns_fresh_outputs():
+    allocated = []
+
+    def empty_strided_cpu(size, stride, dtype):
+        allocated.append(size)
+        return torch.empty_strided(size, stride, dtype=dtype)
+
+    def reinterpret_tensor(base, size, stride, offset):
+        return base.as_strided(size, stride, base.storage_offset() + offset)
+
+    names = {"torch": torch, "empty_strided_cpu": empty_strided_cpu, "reinterpret_tensor": reinterpret_tensor}
+    exec(WRAPPER, names)  # noqa: S102 - a fixed test source, standing in for Inductor's module
+    call = _reusing_buffers(names["call"])
+    kept = []
+    for k in range(4):
+        x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64) * (k + 1)
+        allocated.clear()
+        out = call([x])
+        # one allocation for each returned buffer after the first call, none for buf0
+        assert len(allocated) == (3 if k == 0 else 2)
+        kept.append((x, out))
+    for x, (buf1, buf4, buf3) in kept:  # earlier outputs were not overwritten by later calls
+        torch.testing.assert_close(buf1, 2 * x + 1)
+        torch.testing.assert_close(buf4, -2 * x[1:])
+        torch.testing.assert_close(buf3[0], 2 * x[1:].sum())
+    pointers = {out[0].data_ptr() for _, out in kept}
+    assert len(pointers) == len(kept)
+    # the wrapper's module globals are untouched: another kernel of the same module allocates normally
+    assert names["empty_strided_cpu"] is empty_strided_cpu
+
+
+@pytest.mark.slow
+def test_compiled_mixture_potential_matches_eager():
+    """A Pyro mixture model through ``Potential(mode="compiled")``: compiled (with both
+    rewrites), and equal to eager evaluation; about 10 s to compile cold."""
+    from ppgen.inference.potential import Potential
+    from ppgen.inference.program import Program
+
+    def model(y):
+        loc = pyro.sample("loc", dist.Normal(0.0, 3.0).expand([2]).to_event(1))
+        scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0).expand([2]).to_event(1))
+        weight = pyro.sample("weight", dist.Beta(2.0, 2.0))
+        weights = torch.stack([weight, 1 - weight], -1)
+        with pyro.plate("data", y.shape[0]):
+            pyro.sample("y", dist.MixtureSameFamily(dist.Categorical(weights), dist.Normal(loc, scale)), obs=y)
+
+    y = torch.cat([torch.randn(300, generator=torch.Generator().manual_seed(4)) - 2,
+                   torch.randn(200, generator=torch.Generator().manual_seed(6)) + 3])
+    potential = Potential(Program.build(model, {"y": y}), 2, mode="compiled")
+    assert potential.mode == "compiled", potential.reason
+    u = potential.initial + 0.3 * torch.randn(potential.initial.shape, generator=torch.Generator().manual_seed(5))
+    value, grad = potential.value_and_grad(u)
+    eager = Potential(Program.build(model, {"y": y}), 2, mode="vectorized").value_and_grad(u)
+    torch.testing.assert_close(value, eager[0], rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(grad, eager[1], rtol=1e-4, atol=1e-3)
