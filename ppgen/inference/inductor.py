@@ -26,7 +26,7 @@ def inductor_decompositions():
     return select_decomp_table()
 
 
-def inductor_kernel(graph, example):
+def inductor_kernel(graph, example, check=False):
     """``graph`` (a ``make_fx`` recording with :func:`inductor_decompositions`) compiled
     by TorchInductor for inputs shaped and strided like ``example``: a function of those
     inputs returning a tuple, with ``.lean`` saying which way it was compiled.
@@ -38,7 +38,11 @@ def inductor_kernel(graph, example):
     call instead of 17). Its callers pass fresh contiguous tensors of the example's
     shapes (:meth:`Sampler.transition` checks once per transition). Where that path
     fails (it is Inductor's internal entry point), or the graph writes into one of its
-    inputs, ``torch._inductor.compile``.
+    inputs, ``torch._inductor.compile``. With ``check`` (a graph of floating-point
+    outputs), also where the lean kernel's outputs at ``example`` disagree with the
+    graph's: skipping AOTAutograd's passes, the lean way miscompiles some graphs (the
+    gradient of the stick-breaking transform of a Dirichlet's simplex, 0.4 off), which
+    the public way compiles right.
 
     Before compiling, :func:`~ppgen.inference.broadcasts.simplify_for_inductor`
     rewrites the graph (broadcast work done once, small last dimensions split), and
@@ -60,6 +64,9 @@ def inductor_kernel(graph, example):
         from torch._inductor.compile_fx import compile_fx_inner
 
         if not _writes_inputs(graph):
+            if check:  # before Inductor's passes rewrite the graph in place
+                with torch.no_grad():
+                    expected = graph(*example)
             mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
             fake = [mode.from_tensor(t) for t in example]
             with tracing(TracingContext(mode)), _inductor.config.patch(size_asserts=False,
@@ -70,8 +77,13 @@ def inductor_kernel(graph, example):
                 return tuple(call(list(args)))
 
             kernel.lean = True
-            return kernel
-        log.debug("NUTS potential: the recorded graph writes into an input; compiling it the usual way")
+            why = _disagreement(expected, kernel(*example)) if check else ""
+            if not why:
+                return kernel
+            log.debug("NUTS potential: the lean kernel disagrees with its graph (%s); compiling it the usual way",
+                      why)
+        else:
+            log.debug("NUTS potential: the recorded graph writes into an input; compiling it the usual way")
     except Exception as exc:  # noqa: BLE001 - any failure of the internal path: the public one
         log.debug("NUTS potential: Inductor's inner compile failed (%s); compiling it the usual way", exc)
     with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
@@ -82,6 +94,19 @@ def inductor_kernel(graph, example):
 
     kernel.lean = False
     return kernel
+
+
+def _disagreement(expected, got):
+    """``""`` if a kernel's floating-point outputs ``got`` equal its graph's ``expected``
+    (to 1e-9 in float64, 1e-3 in float32, relative to the largest output), else how not."""
+    for i, (e, g) in enumerate(zip(expected, got)):
+        if e.shape != g.shape:
+            return f"output {i}: shape {tuple(g.shape)}, not {tuple(e.shape)}"
+        tol = 1e-9 if e.dtype == torch.float64 else 1e-3
+        scale = 1.0 + float(e.nan_to_num(0.0, 0.0, 0.0).abs().max()) if e.numel() else 1.0
+        if not torch.isclose(g, e, rtol=tol, atol=tol * scale, equal_nan=True).all():
+            return f"output {i}: max |difference| {float((g - e).abs().nan_to_num(0.0).max()):.3g}"
+    return ""
 
 
 def _writes_inputs(graph):

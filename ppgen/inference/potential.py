@@ -313,7 +313,7 @@ class Potential:
                         graph = torch.jit.freeze(torch.jit.trace(graph, (z,), check_trace=False).eval())
                         leaf = torch.jit.freeze(torch.jit.trace(leaf, leaf_args, check_trace=False).eval())
                 else:
-                    leaf = inductor_kernel(leaf, leaf_args)
+                    leaf = inductor_kernel(leaf, leaf_args, check=True)
                     zero, one, no_step = torch.zeros_like(z), torch.ones_like(z), leaf_args[4] * 0
 
                     def graph(u):  # a step of length 0 from u with zero momentum: U(u), grad U(u)

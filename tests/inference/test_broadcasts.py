@@ -206,3 +206,37 @@ def test_compiled_mixture_potential_matches_eager():
     eager = Potential(Program.build(model, {"y": y}), 2, mode="vectorized").value_and_grad(u)
     torch.testing.assert_close(value, eager[0], rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(grad, eager[1], rtol=1e-4, atol=1e-3)
+
+
+def test_disagreement_names_the_output_and_the_difference():
+    from ppgen.inference.inductor import _disagreement
+
+    expected = (torch.tensor([1.0, float("inf"), float("nan")]), torch.ones(3, dtype=torch.float64))
+    assert _disagreement(expected, (torch.tensor([1.0 + 1e-6, float("inf"), float("nan")]),
+                                    torch.ones(3, dtype=torch.float64))) == ""
+    why = _disagreement(expected, (expected[0], torch.tensor([1.0, 1.4, 1.0], dtype=torch.float64)))
+    assert "output 1" in why and "0.4" in why
+    assert "shape" in _disagreement(expected, (expected[0], torch.ones(2, dtype=torch.float64)))
+
+
+@pytest.mark.slow
+def test_dirichlet_model_compiles_by_the_public_way():
+    """The lean Inductor path miscompiles the gradient of the simplex's stick-breaking
+    transform; ``inductor_kernel(check=True)`` notices and compiles it the public way,
+    so the potential is still compiled, and right. Two compiles, about 20 s cold."""
+    from ppgen.inference.potential import Potential
+    from ppgen.inference.program import Program
+
+    def model(y):
+        weights = pyro.sample("weights", dist.Dirichlet(torch.ones(3, dtype=torch.float64)))
+        with pyro.plate("data", y.shape[0]):
+            pyro.sample("y", dist.Categorical(weights), obs=y)
+
+    y = torch.tensor([0, 1, 2, 2, 1, 0, 0, 2, 2, 2])
+    potential = Potential(Program.build(model, {"y": y}), 2, mode="compiled")
+    assert potential.mode == "compiled", potential.reason
+    u = torch.tensor([[0.3, -0.7], [-1.2, 0.4]], dtype=torch.float64)
+    eager = Potential(Program.build(model, {"y": y}), 2, mode="vectorized").value_and_grad(u)
+    value, grad = potential.value_and_grad(u)
+    torch.testing.assert_close(value, eager[0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(grad, eager[1], rtol=1e-9, atol=1e-9)
