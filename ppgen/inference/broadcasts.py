@@ -48,10 +48,9 @@ def simplify_for_inductor(graph, example):
     metadata computed again for ``example``; ``graph`` as it was where a rewrite fails."""
     original = copy.deepcopy(graph)
     try:
-        if compute_broadcasts_once(graph):
+        if compute_broadcasts_once(graph) + split_small_last_dim(graph):
             _propagate(graph, example)
-        if split_small_last_dim(graph):
-            _propagate(graph, example)
+            graph.recompile()
         return graph
     except Exception as exc:  # noqa: BLE001 - an optimisation: the graph as recorded instead
         log.debug("graph rewrites skipped (%s: %s)", type(exc).__name__, exc)
@@ -81,14 +80,23 @@ def _keepdim(node):
     return node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
 
 
+def _shaped(new, shape, like):
+    """``new`` with shape-only metadata (``like``'s dtype, on the meta device): what the
+    second pass reads before :func:`_propagate` computes the real thing."""
+    if "val" not in new.meta:
+        new.meta["val"] = torch.empty(shape, dtype=like.meta["val"].dtype, device="meta")
+    return new
+
+
 def _replace(graph, node, new):
     new.meta["val"] = node.meta["val"]
     node.replace_all_uses_with(new)
 
 
 def compute_broadcasts_once(gm, least=64):
-    """Rewrite ``gm`` (a ``make_fx`` graph) in place; how many operations moved. Results of
-    fewer than ``least`` elements stay as they are (nothing to gain, a buffer to lose)."""
+    """Rewrite ``gm.graph`` (a ``make_fx`` recording) in place; how many operations moved.
+    Results of fewer than ``least`` elements stay as they are (nothing to gain, a buffer
+    to lose). New nodes carry shape-only metadata; ``gm.recompile()`` before running it."""
     graph = gm.graph
     small = {}  # node -> (node of its small value, that value's shape, padded to the node's rank)
 
@@ -97,7 +105,7 @@ def compute_broadcasts_once(gm, least=64):
         if len(shape) < rank:
             shape = (1,) * (rank - len(shape)) + shape
             with graph.inserting_after(value):
-                value = graph.call_function(aten.view.default, (value, list(shape)))
+                value = _shaped(graph.call_function(aten.view.default, (value, list(shape))), shape, node)
         return value, shape
 
     moved = 0
@@ -123,7 +131,8 @@ def compute_broadcasts_once(gm, least=64):
                 dims = {d % len(full) for d in node.args[1] if full[d % len(full)] == 1}
                 new_shape = tuple(n for i, n in enumerate(small_shape) if i not in dims)
             with graph.inserting_after(node):
-                small[node] = (graph.call_function(aten.view.default, (value, list(new_shape))), new_shape)
+                small[node] = (_shaped(graph.call_function(aten.view.default, (value, list(new_shape))), new_shape,
+                                       node), new_shape)
         elif worth and target in _COMBINE and source in small and node.kwargs.get("dtype") is None:
             full = _shape(source)
             value, small_shape = small[source]
@@ -138,6 +147,7 @@ def compute_broadcasts_once(gm, least=64):
                 if not _keepdim(node):
                     reduced_shape = tuple(n for i, n in enumerate(reduced_shape) if i not in dims)
                     reduced = graph.call_function(aten.view.default, (reduced, list(reduced_shape)))
+                _shaped(reduced, reduced_shape, node)
                 expanded = graph.call_function(aten.expand.default, (reduced, list(shape)))
             _replace(graph, node, expanded)
             small[expanded] = (reduced, reduced_shape)
@@ -152,20 +162,19 @@ def compute_broadcasts_once(gm, least=64):
                 continue
             with graph.inserting_before(node):
                 args = tuple(parts[a][0] if a in parts else a for a in node.args)
-                value = graph.call_function(target, args, dict(node.kwargs))
+                value = _shaped(graph.call_function(target, args, dict(node.kwargs)), small_shape, node)
                 expanded = graph.call_function(aten.expand.default, (value, list(shape)))
             _replace(graph, node, expanded)
             small[expanded] = (value, small_shape)
             moved += 1
     graph.eliminate_dead_code()
-    graph.lint()
-    gm.recompile()
     return moved
 
 
 def split_small_last_dim(gm, most=4, least_rows=64):
-    """Rewrite ``gm`` in place: elementwise results of shape ``(..., K)``, ``2 <= K <= most``
-    with at least ``least_rows`` rows, as ``K`` tensors; how many operations were split."""
+    """Rewrite ``gm.graph`` in place: elementwise results of shape ``(..., K)``,
+    ``2 <= K <= most``, with at least ``least_rows`` rows, as ``K`` tensors; how many
+    operations were split. ``gm.recompile()`` before running it."""
     graph = gm.graph
     parts, stacked = {}, {}
 
@@ -236,8 +245,6 @@ def split_small_last_dim(gm, most=4, least_rows=64):
                 stacked[split] = _stack(graph, parts[split])
         output.replace_input_with(split, stacked[split])
     graph.eliminate_dead_code()
-    graph.lint()
-    gm.recompile()
     return count
 
 
