@@ -20,10 +20,11 @@ two-wide masked vectors and call the scalar ``exp`` and ``log`` there.
   Where an operation this pass does not know needs the tensor, it is stacked back.
 
 Measured on posteriordb's ``low_dim_gauss_mix`` (N = 1000, two components), one
-fused leapfrog step: 76 us as recorded, 52 us with the first rewrite, 42 us with
-both (2 cores, float32). :func:`simplify_for_inductor` applies both and records the
-graph again, so Inductor gets clean metadata; every caller checks its compiled kernel
-against eager evaluation at probe points before using it.
+fused leapfrog step: 75 us as recorded, 31 us with both rewrites and the kernel's
+reused buffers (``benchmarks/bench_leaf.py``; 2 cores, float32). The first rewrite
+alone took it to 52 us in a prototype. :func:`simplify_for_inductor` applies both and
+computes the nodes' metadata again, which Inductor reads; every caller checks its
+compiled kernel against eager evaluation at probe points before using it.
 """
 
 from __future__ import annotations

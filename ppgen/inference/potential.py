@@ -21,8 +21,8 @@ handlers (substitute, trace, log-density bookkeeping) every time, for one chain.
   potential alone is that leaf with a zero step; the graph first rewritten by
   :mod:`ppgen.inference.broadcasts`, broadcast work done once and a mixture's small
   component dimension split so the loops vectorise along the data): seconds to
-  build, 6.9 us a leapfrog step on eight schools where ``"jit"`` takes 150-350, and
-  28 us on low_dim_gauss_mix (76 without the rewrites and buffer reuse); ``"auto"``
+  build, 7.1 us a leapfrog step on eight schools where ``"jit"`` takes 150-350, and
+  31 us on low_dim_gauss_mix (75 without the rewrites and buffer reuse); ``"auto"``
   picks it only for long runs (``compile_hint``);
 * ``"loop"``: Pyro's own potential, chain by chain: the fallback for models that
   cannot be vectorised over chains (enumerated discrete sites, supports that
