@@ -64,6 +64,28 @@ def _propagate(graph, example):
         FakeTensorProp(graph, mode).propagate(*example)
 
 
+def written_in_place(gm):
+    """The nodes of ``gm`` an in-place operation may write into: its tensor arguments and
+    every tensor those view. The rewrites leave them alone (a small copy would miss the
+    write)."""
+    written = set()
+    for node in gm.graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        if node.op == "call_function" and schema is not None and schema.is_mutable:
+            for arg in node.all_input_nodes:
+                written.add(arg)
+                while _is_view(arg):
+                    arg = arg.args[0]
+                    written.add(arg)
+    return written
+
+
+def _is_view(node):
+    schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+    return (schema is not None and bool(schema.returns) and schema.returns[0].alias_info is not None
+            and not schema.is_mutable and bool(node.args) and isinstance(node.args[0], torch.fx.Node))
+
+
 def _shape(node):
     value = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
     return tuple(value.shape) if isinstance(value, torch.Tensor) else None
@@ -75,6 +97,14 @@ def _elementwise(node):
             and torch.Tag.pointwise in target.tags and torch.Tag.nondeterministic_seeded not in target.tags
             and not target._schema.is_mutable and len(target._schema.returns) == 1
             and not any(isinstance(v, torch.fx.Node) for v in node.kwargs.values()))
+
+
+def _floating(reduction):
+    """A reduction of floating-point numbers to their own dtype (a sum of booleans counts:
+    its rewrite as additions would not)."""
+    source = reduction.args[0]
+    return (reduction.kwargs.get("dtype") is None and isinstance(source, torch.fx.Node)
+            and "val" in source.meta and source.meta["val"].dtype.is_floating_point)
 
 
 def _keepdim(node):
@@ -109,10 +139,10 @@ def compute_broadcasts_once(gm, least=64):
                 value = _shaped(graph.call_function(aten.view.default, (value, list(shape))), shape, node)
         return value, shape
 
-    moved = 0
+    moved, written = 0, written_in_place(gm)
     for node in list(graph.nodes):
         shape = _shape(node)
-        if node.op != "call_function" or shape is None:
+        if node.op != "call_function" or shape is None or node in written:
             continue
         worth = math.prod(shape) >= least
         target, source = node.target, node.args[0] if node.args else None
@@ -134,7 +164,7 @@ def compute_broadcasts_once(gm, least=64):
             with graph.inserting_after(node):
                 small[node] = (_shaped(graph.call_function(aten.view.default, (value, list(new_shape))), new_shape,
                                        node), new_shape)
-        elif worth and target in _COMBINE and source in small and node.kwargs.get("dtype") is None:
+        elif worth and target in _COMBINE and source in small and _floating(node):
             full = _shape(source)
             value, small_shape = small[source]
             dims = sorted({d % len(full) for d in node.args[1]})
@@ -193,12 +223,14 @@ def split_small_last_dim(gm, most=4, least_rows=64):
         return all(_shape(a) is not None and (not _shape(a) or _shape(a)[-1] in (1, shape[-1]))
                    for a in node.all_input_nodes)
 
-    count = 0
+    count, written = 0, written_in_place(gm)
     for node in list(graph.nodes):
         if node.op != "call_function":
             continue
         shape, target = _shape(node), node.target
         source = node.args[0] if node.args else None
+        if node in written:  # as recorded, its split inputs stacked back
+            shape, source = None, None
         if shape is not None and _elementwise(node) and splittable(node, shape):
             with graph.inserting_before(node):
                 parts[node] = [graph.call_function(target, tuple(part(a, i) if isinstance(a, torch.fx.Node) else a
@@ -218,7 +250,7 @@ def split_small_last_dim(gm, most=4, least_rows=64):
         if target == aten.alias.default and source in parts:
             parts[node] = parts[source]
             continue
-        if target in _COMBINE and source in parts and node.kwargs.get("dtype") is None:
+        if target in _COMBINE and source in parts and _floating(node):
             rank = len(_shape(source))
             dims = sorted({d % rank for d in node.args[1]})
             if dims == [rank - 1]:

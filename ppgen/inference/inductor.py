@@ -14,7 +14,7 @@ import types
 
 import torch
 
-from .broadcasts import simplify_for_inductor
+from .broadcasts import simplify_for_inductor, written_in_place
 
 log = logging.getLogger("ppgen")
 
@@ -26,7 +26,7 @@ def inductor_decompositions():
     return select_decomp_table()
 
 
-def inductor_kernel(graph, example, check=False):
+def inductor_kernel(graph, example, check=False, lean=True):
     """``graph`` (a ``make_fx`` recording with :func:`inductor_decompositions`) compiled
     by TorchInductor for inputs shaped and strided like ``example``: a function of those
     inputs returning a tuple, with ``.lean`` saying which way it was compiled.
@@ -42,7 +42,8 @@ def inductor_kernel(graph, example, check=False):
     outputs), also where the lean kernel's outputs at ``example`` disagree with the
     graph's: skipping AOTAutograd's passes, the lean way miscompiles some graphs (the
     gradient of the stick-breaking transform of a Dirichlet's simplex, 0.4 off), which
-    the public way compiles right.
+    the public way compiles right. ``lean=False`` goes the public way straight away
+    (callers whose own probes catch a wrong lean kernel compile again so).
 
     Before compiling, :func:`~ppgen.inference.broadcasts.simplify_for_inductor`
     rewrites the graph (broadcast work done once, small last dimensions split), and
@@ -63,7 +64,7 @@ def inductor_kernel(graph, example, check=False):
     try:
         from torch._inductor.compile_fx import compile_fx_inner
 
-        if not _writes_inputs(graph):
+        if lean and not _writes_inputs(graph):
             if check:  # before Inductor's passes rewrite the graph in place
                 with torch.no_grad():
                     expected = graph(*example)
@@ -82,7 +83,7 @@ def inductor_kernel(graph, example, check=False):
                 return kernel
             log.debug("NUTS potential: the lean kernel disagrees with its graph (%s); compiling it the usual way",
                       why)
-        else:
+        elif lean:
             log.debug("NUTS potential: the recorded graph writes into an input; compiling it the usual way")
     except Exception as exc:  # noqa: BLE001 - any failure of the internal path: the public one
         log.debug("NUTS potential: Inductor's inner compile failed (%s); compiling it the usual way", exc)
@@ -112,22 +113,7 @@ def _disagreement(expected, got):
 def _writes_inputs(graph):
     """Whether an in-place operation of ``graph`` writes into one of its inputs (directly
     or through a view of it)."""
-
-    def root(node):  # follow views back to the tensor they alias
-        while node.op == "call_function":
-            schema = getattr(node.target, "_schema", None)
-            returns = schema.returns if schema is not None else ()
-            if not (returns and returns[0].alias_info is not None and not schema.is_mutable and node.args):
-                break
-            node = node.args[0]
-        return node
-
-    for node in graph.graph.nodes:
-        schema = getattr(node.target, "_schema", None)
-        if node.op == "call_function" and schema is not None and schema.is_mutable:
-            if any(root(arg).op == "placeholder" for arg in node.args if isinstance(arg, torch.fx.Node)):
-                return True
-    return False
+    return any(node.op == "placeholder" for node in written_in_place(graph))
 
 
 def _reusing_buffers(call):

@@ -118,16 +118,26 @@ def compile_lockstep(potential, levels):
 
     carried, rest = _probe_args(potential, levels, torch.Generator().manual_seed(0))
     example = carried + rest
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            graph = make_fx(eager, decomposition_table=inductor_decompositions())(*example)
-            kernel = inductor_kernel(graph, example)
-        except Exception as exc:  # noqa: BLE001 - any failure means: keep the eager bookkeeping
-            log.info("NUTS: the lockstep leaf did not compile (%s: %s); eager bookkeeping",
-                     type(exc).__name__, str(exc)[:120])
-            return None
     tol = 1e-10 if potential.initial.dtype == torch.float64 else 2e-5
+    for lean in (True, False):  # the lean kernel first; the public way where it is wrong
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                graph = make_fx(eager, decomposition_table=inductor_decompositions())(*example)
+                kernel = inductor_kernel(graph, example, lean=lean)
+            except Exception as exc:  # noqa: BLE001 - any failure means: keep the eager bookkeeping
+                log.info("NUTS: the lockstep leaf did not compile (%s: %s); eager bookkeeping",
+                         type(exc).__name__, str(exc)[:120])
+                return None
+        if _agrees(kernel, eager, potential, levels, tol):
+            return kernel
+        if not kernel.lean:
+            break
+    log.info("NUTS: the compiled lockstep leaf disagrees with eager evaluation; eager bookkeeping")
+    return None
+
+
+def _agrees(kernel, eager, potential, levels, tol):
     for seed in (1, 2):
         carried, rest = _probe_args(potential, levels, torch.Generator().manual_seed(seed))
         with torch.no_grad():
@@ -136,9 +146,8 @@ def compile_lockstep(potential, levels):
             expected = eager(*carried, *rest)
         if not all(_close(a, b.detach(), tol) if a.is_floating_point() else torch.equal(a, b)
                    for a, b in zip(got, expected)):
-            log.info("NUTS: the compiled lockstep leaf disagrees with eager evaluation; eager bookkeeping")
-            return None
-    return kernel
+            return False
+    return True
 
 
 def _probe_args(potential, levels, generator):
