@@ -34,7 +34,7 @@ import warnings
 import torch
 
 from .adaptation import GAMMA, KAPPA, T0, initial_step_size, regularised_variance, windows
-from .inductor import inductor_decompositions, inductor_kernel
+from .inductor import probed_inductor_kernel
 from .nuts import MAX_DELTA_H, Metric, State
 from .potential import _close
 
@@ -186,29 +186,24 @@ def compile_free_step(potential, max_tree_depth):
     disagrees with eager evaluation at probe points (logged)."""
     if potential.mode != "compiled" or potential.chains < 2:
         return None
-    from torch.fx.experimental.proxy_tensor import make_fx
 
     def eager(*args):
         return free_step(potential._leaf_eager, *args, max_tree_depth)
 
     example = _probe_args(potential, max_tree_depth, torch.Generator().manual_seed(0))
     tol = 1e-10 if potential.initial.dtype == torch.float64 else 2e-5
-    for lean in (True, False):  # the lean kernel first; the public way where it is wrong
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                graph = make_fx(eager, decomposition_table=inductor_decompositions())(*example)
-                kernel = inductor_kernel(graph, example, lean=lean)
-            except Exception as exc:  # noqa: BLE001 - any failure means: chains in lockstep
-                log.info("NUTS: the free-running leaf did not compile (%s: %s); chains in lockstep",
-                         type(exc).__name__, str(exc)[:120])
-                return None
-        if _agrees(kernel, eager, potential, max_tree_depth, tol):
-            return kernel
-        if not kernel.lean:
-            break
-    log.info("NUTS: the compiled free-running leaf disagrees with eager evaluation; chains in lockstep")
-    return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            kernel = probed_inductor_kernel(
+                eager, example, lambda kernel: _agrees(kernel, eager, potential, max_tree_depth, tol))
+        except Exception as exc:  # noqa: BLE001 - any failure means: chains in lockstep
+            log.info("NUTS: the free-running leaf did not compile (%s: %s); chains in lockstep",
+                     type(exc).__name__, str(exc)[:120])
+            return None
+    if kernel is None:
+        log.info("NUTS: the compiled free-running leaf disagrees with eager evaluation; chains in lockstep")
+    return kernel
 
 
 def _agrees(kernel, eager, potential, max_tree_depth, tol):

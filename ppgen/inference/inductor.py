@@ -97,6 +97,23 @@ def inductor_kernel(graph, example, check=False, lean=True):
     return kernel
 
 
+def probed_inductor_kernel(function, example, agrees):
+    """``function`` recorded (``make_fx`` with :func:`inductor_decompositions`) and compiled
+    by :func:`inductor_kernel`, whose result ``agrees(kernel)`` must accept: the lean way
+    first, the public way where the lean kernel fails the caller's probes; None where
+    neither agrees. Recording or compiling errors propagate."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    for lean in (True, False):
+        graph = make_fx(function, decomposition_table=inductor_decompositions())(*example)
+        kernel = inductor_kernel(graph, example, lean=lean)  # (Inductor may rewrite graph: record anew)
+        if agrees(kernel):
+            return kernel
+        if not kernel.lean:
+            break
+    return None
+
+
 def _disagreement(expected, got):
     """``""`` if a kernel's floating-point outputs ``got`` equal its graph's ``expected``
     (to 1e-9 in float64, 1e-3 in float32, relative to the largest output), else how not."""

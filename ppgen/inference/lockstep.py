@@ -32,7 +32,7 @@ import warnings
 
 import torch
 
-from .inductor import inductor_decompositions, inductor_kernel
+from .inductor import probed_inductor_kernel
 from .nuts import MAX_DELTA_H, _trailing
 from .potential import _close
 
@@ -109,7 +109,6 @@ def compile_lockstep(potential, levels):
     chains, or where compiling fails or disagrees with eager evaluation (logged)."""
     if potential.mode != "compiled" or potential.chains < 2:
         return None
-    from torch.fx.experimental.proxy_tensor import make_fx
 
     count = len(CARRIED)
 
@@ -119,22 +118,18 @@ def compile_lockstep(potential, levels):
     carried, rest = _probe_args(potential, levels, torch.Generator().manual_seed(0))
     example = carried + rest
     tol = 1e-10 if potential.initial.dtype == torch.float64 else 2e-5
-    for lean in (True, False):  # the lean kernel first; the public way where it is wrong
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                graph = make_fx(eager, decomposition_table=inductor_decompositions())(*example)
-                kernel = inductor_kernel(graph, example, lean=lean)
-            except Exception as exc:  # noqa: BLE001 - any failure means: keep the eager bookkeeping
-                log.info("NUTS: the lockstep leaf did not compile (%s: %s); eager bookkeeping",
-                         type(exc).__name__, str(exc)[:120])
-                return None
-        if _agrees(kernel, eager, potential, levels, tol):
-            return kernel
-        if not kernel.lean:
-            break
-    log.info("NUTS: the compiled lockstep leaf disagrees with eager evaluation; eager bookkeeping")
-    return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            kernel = probed_inductor_kernel(
+                eager, example, lambda kernel: _agrees(kernel, eager, potential, levels, tol))
+        except Exception as exc:  # noqa: BLE001 - any failure means: keep the eager bookkeeping
+            log.info("NUTS: the lockstep leaf did not compile (%s: %s); eager bookkeeping",
+                     type(exc).__name__, str(exc)[:120])
+            return None
+    if kernel is None:
+        log.info("NUTS: the compiled lockstep leaf disagrees with eager evaluation; eager bookkeeping")
+    return kernel
 
 
 def _agrees(kernel, eager, potential, levels, tol):
