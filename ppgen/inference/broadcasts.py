@@ -49,7 +49,7 @@ def simplify_for_inductor(graph, example):
     metadata computed again for ``example``; ``graph`` as it was where a rewrite fails."""
     original = copy.deepcopy(graph)
     try:
-        if compute_broadcasts_once(graph) + split_small_last_dim(graph):
+        if unroll_short_cumsums(graph) + compute_broadcasts_once(graph) + split_small_last_dim(graph):
             _propagate(graph, example)
             graph.recompile()
         return graph
@@ -278,6 +278,35 @@ def split_small_last_dim(gm, most=4, least_rows=64):
                 stacked[split] = _stack(graph, parts[split])
         output.replace_input_with(split, stacked[split])
     graph.eliminate_dead_code()
+    return count
+
+
+def unroll_short_cumsums(gm, most=16):
+    """Each ``cumsum`` of floats over a dimension of at most ``most`` elements (Pyro's
+    ordered transform, e.g. a mixture's ordered means) rewritten as slices and running
+    additions joined by ``cat``: TorchInductor fuses those into its C++ kernels, where a
+    CPU ``cumsum`` is a call back into ATen between kernels (which also keeps
+    :mod:`ppgen.inference.native_nuts` from replaying the leaf). The same additions in
+    the same order; returns how many were rewritten."""
+    graph, count = gm.graph, 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not aten.cumsum.default or not _floating(node):
+            continue
+        shape = _shape(node)
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        if shape is None or not isinstance(dim, int) or not shape or not 0 < shape[dim] <= most:
+            continue
+        dim %= len(shape)
+        with graph.inserting_before(node):
+            running, one = [], shape[:dim] + (1,) + shape[dim + 1:]
+            for k in range(shape[dim]):
+                piece = _shaped(graph.call_function(aten.slice.Tensor, (node.args[0], dim, k, k + 1)), one, node)
+                running.append(piece if k == 0 else
+                               _shaped(graph.call_function(aten.add.Tensor, (running[-1], piece)), one, node))
+            new = graph.call_function(aten.cat.default, (running, dim))
+        _replace(graph, node, new)
+        graph.erase_node(node)
+        count += 1
     return count
 
 

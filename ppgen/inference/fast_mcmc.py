@@ -30,6 +30,7 @@ from . import free_chains
 from .adaptation import DualAveraging, Welford, initial_step_size, windows
 from .free_chains import compile_free_step
 from .lockstep import compile_lockstep
+from .native_nuts import compile_native_nuts
 from .nuts import Metric, Sampler, State
 from .potential import Potential
 from .program import init_to_unconstrained_uniform
@@ -44,6 +45,10 @@ COMPILE_MIN_ITERATIONS = 1000
 
 #: Several NUTS chains on a compiled potential run free (:mod:`ppgen.inference.free_chains`).
 FREE_CHAINS = True
+
+#: One NUTS chain on a compiled potential runs its transitions in C++ where the leaf allows
+#: (:mod:`ppgen.inference.native_nuts`); ``False`` keeps them in Python.
+NATIVE_NUTS = True
 
 
 def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
@@ -63,9 +68,14 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
         compile_free_step(potential, method.max_tree_depth)
     lockstep = None if method.dense_mass or free is not None else \
         compile_lockstep(potential, method.max_tree_depth + 1)
-    built = time.perf_counter()
     z = potential.initial
     generator = torch.Generator(device=z.device).manual_seed(seed)
+    native = None
+    if NATIVE_NUTS and method.chains == 1 and method.name == "nuts" and not method.dense_mass \
+            and potential.mode == "compiled":
+        native, why = compile_native_nuts(potential, method.max_tree_depth, generator)
+        log.info("NUTS transitions: %s", "C++" if native else f"Python ({why})")
+    built = time.perf_counter()
     value, grad = potential.value_and_grad(z)
     bad = ~(torch.isfinite(value) & torch.isfinite(grad).all(-1))
     if bool(bad.any()):
@@ -79,7 +89,7 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     metric = Metric(eye.expand(chains, dim, dim).clone() if dense else torch.ones_like(z))
     fused = potential.leaf if potential.mode in ("jit", "compiled") else None
     sampler = Sampler(potential.value_and_grad, method.max_tree_depth, generator, fused_leaf=fused,
-                      lockstep_kernel=lockstep)
+                      lockstep_kernel=lockstep, native=native)
     hmc_steps = method.num_steps if method.name == "hmc" else None
     step = z.new_full((chains, 1), float(getattr(method, "step_size", 1.0)))
     if method.warmup:

@@ -72,12 +72,13 @@ def inductor_kernel(graph, example, check=False, lean=True):
             fake = [mode.from_tensor(t) for t in example]
             with tracing(TracingContext(mode)), _inductor.config.patch(size_asserts=False,
                                                                        alignment_asserts=False):
-                call = _reusing_buffers(compile_fx_inner(graph, fake).current_callable)
+                generated = compile_fx_inner(graph, fake).current_callable
+                call = _reusing_buffers(generated)
 
             def kernel(*args):
                 return tuple(call(list(args)))
 
-            kernel.lean = True
+            kernel.lean, kernel.generated = True, generated
             why = _disagreement(expected, kernel(*example)) if check else ""
             if not why:
                 return kernel
@@ -149,8 +150,7 @@ def _reusing_buffers(call):
     (another size at the same position) allocates normally.
     Not for two threads at once: one kernel belongs to one sampler.
     """
-    owner, function = getattr(call, "__self__", None), getattr(call, "__func__", call)
-    names = function.__globals__
+    names = getattr(call, "__func__", call).__globals__
     if "empty_strided_cpu" not in names or "reinterpret_tensor" not in names:
         return call
     allocate, view = names["empty_strided_cpu"], names["reinterpret_tensor"]
@@ -184,10 +184,7 @@ def _reusing_buffers(call):
                 return result
         return view(base, size, stride, offset)
 
-    private = dict(names, empty_strided_cpu=empty_strided, reinterpret_tensor=reinterpret)
-    copy = types.FunctionType(function.__code__, private, function.__name__, function.__defaults__,
-                              function.__closure__)
-    run = types.MethodType(copy, owner) if owner is not None else copy
+    run = with_globals(call, {"empty_strided_cpu": empty_strided, "reinterpret_tensor": reinterpret})
 
     def reusing(args):
         position[0] = position[1] = 0
@@ -210,3 +207,13 @@ def _reusing_buffers(call):
         return out
 
     return reusing
+
+
+def with_globals(call, overrides):
+    """Inductor's generated ``call`` (a function or bound method) running on a private copy
+    of its module's globals with ``overrides`` in it; the module itself is untouched."""
+    owner, function = getattr(call, "__self__", None), getattr(call, "__func__", call)
+    private = dict(function.__globals__, **overrides)
+    copy = types.FunctionType(function.__code__, private, function.__name__, function.__defaults__,
+                              function.__closure__)
+    return types.MethodType(copy, owner) if owner is not None else copy

@@ -20,7 +20,10 @@ start of every binary block that is still open (the iterative form of the
 recursion, as in NumPyro's iterative NUTS). On a compiled potential each leaf
 and all of its per-chain bookkeeping are one TorchInductor kernel
 (:mod:`ppgen.inference.lockstep`); one chain alone keeps its bookkeeping in
-Python floats and NumPy views instead (:meth:`Sampler._transition_single`).
+Python floats and NumPy views instead (:meth:`Sampler._transition_single`), or,
+where the compiled leaf is nothing but TorchInductor's C++ kernels, runs the same
+algorithm in C++ (:mod:`ppgen.inference.native_nuts`, tested against
+:meth:`Sampler._transition_single` on the same random numbers).
 
 Several NUTS chains on a compiled potential usually run free instead
 (:mod:`ppgen.inference.free_chains`), each through its own trees. Measured and
@@ -29,6 +32,8 @@ not used for one chain: the whole transition as one TorchInductor program (a
 in C++): correct, but 17 us a leaf on eight schools, where these Python floats
 around the compiled leaf take 19.6; the generated loop allocates some thirty
 buffers an iteration, and the allocator, not the arithmetic, sets the pace.
+:mod:`~ppgen.inference.native_nuts` avoids both: its buffers are allocated once a
+transition and its loop is plain C++ (0.6 us a leaf on eight schools).
 
 Everything here is functional: a :class:`Metric` and per-chain step sizes
 (shape ``(C, 1)``) in, a new :class:`State` and per-chain statistics out.
@@ -107,11 +112,15 @@ class Sampler:
         Several chains: one leaf and its bookkeeping compiled together
         (:func:`ppgen.inference.lockstep.compile_lockstep`); the tensor bookkeeping of
         :meth:`_subtree` otherwise.
+    native : NativeNUTS, optional
+        One chain, diagonal metric: the whole transition in C++
+        (:mod:`ppgen.inference.native_nuts`) instead of :meth:`_transition_single`.
     """
 
-    def __init__(self, value_and_grad, max_tree_depth, generator, fused_leaf=None, lockstep_kernel=None):
+    def __init__(self, value_and_grad, max_tree_depth, generator, fused_leaf=None, lockstep_kernel=None,
+                 native=None):
         self.value_and_grad, self.max_tree_depth, self.generator = value_and_grad, max_tree_depth, generator
-        self.fused_leaf, self.lockstep_kernel = fused_leaf, lockstep_kernel
+        self.fused_leaf, self.lockstep_kernel, self.native = fused_leaf, lockstep_kernel, native
         self._steps, self._masks = None, {}
 
     def _uniform(self, like):
@@ -282,6 +291,8 @@ class Sampler:
         Python floats and NumPy views of the momenta: one tensor read and two small dot
         products per leaf instead of a dozen small tensor operations. Its statistics are
         Python scalars (``accept``, ``depth``, ``diverging``, ``energy``, ``leapfrogs``)."""
+        if self.native is not None and not metric.dense:
+            return self.native.transition(state, step_size, metric)
         z, grad, potential = state.z, state.grad, state.potential
         host = _numpy_view if z.device.type == "cpu" else _numpy_copy
         r = metric.momentum(z.shape, self.generator, z.dtype, z.device)

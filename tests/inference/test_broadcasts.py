@@ -11,7 +11,12 @@ import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ppgen.inference import broadcasts
-from ppgen.inference.broadcasts import compute_broadcasts_once, simplify_for_inductor, split_small_last_dim
+from ppgen.inference.broadcasts import (
+    compute_broadcasts_once,
+    simplify_for_inductor,
+    split_small_last_dim,
+    unroll_short_cumsums,
+)
 from ppgen.inference.inductor import _reusing_buffers, inductor_decompositions
 
 aten = torch.ops.aten
@@ -132,6 +137,28 @@ def test_a_failing_rewrite_leaves_the_graph_as_recorded(monkeypatch):
     out = simplify_for_inductor(graph, (params,))
     assert out.code == code
     torch.testing.assert_close(out(params)[1], mixture_value_and_grad(params)[1])
+
+
+@pytest.mark.parametrize("shape,dim", [((5, 3), -1), ((4, 6, 2), 1), ((7,), 0), ((3, 20), 1)])
+def test_short_cumsums_become_additions(shape, dim):
+    """Pyro's ordered transform (a cumsum of exponentials) and its gradient (a flipped
+    cumsum): slices and running additions, the same sums in the same order, so equal to
+    the last bit; a dimension longer than 16 stays a cumsum."""
+    def fn(x):
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            y = torch.cumsum(x.exp(), dim)
+            (grad,) = torch.autograd.grad((y * torch.arange(y.numel()).reshape(y.shape).sin()).sum(), x)
+        return y.detach(), grad
+
+    x = torch.randn(shape, dtype=torch.float64)
+    graph = record(fn, x)
+    count = unroll_short_cumsums(graph)
+    graph.recompile()
+    cumsums = sum(1 for n in graph.graph.nodes if n.target == aten.cumsum.default)
+    assert (count, cumsums) == ((0, 2) if shape[dim] > 16 else (2, 0))
+    for got, expected in zip(graph(x), fn(x)):
+        assert torch.equal(got, expected)
 
 
 # ---------------------------------------------------------------- the compiled kernel's buffers

@@ -1,0 +1,238 @@
+"""One chain's NUTS transition in C++, around TorchInductor's compiled leapfrog leaf.
+
+On a compiled potential the leaf's arithmetic is a fraction of a microsecond for a
+small model (eight schools: 0.5 us in TorchInductor's C++ kernel), while calling it
+from Python and keeping NUTS's books there cost about 20 us a leaf: the generated
+Python wrapper allocates its buffers and converts its arguments on every call, and
+the tree's bookkeeping is a dozen Python operations a leaf. Here the whole
+transition (momentum draw, tree doubling, block U-turn checks, multinomial proposal)
+runs in C++ (``native_nuts.cpp``), calling the model's own TorchInductor kernels
+directly on buffers allocated once per transition; Python sees one call per draw.
+
+How: the lean kernel's generated wrapper (straight-line Python: buffer allocations,
+views, calls of ``cpp_fused_*`` kernels) is run once with those calls recorded, each
+argument located as a leaf input, an intermediate buffer (at an offset) or one of the
+module's constant tensors (the data). The kernels' C++ sources (from the wrapper's
+module, read with :mod:`ast`, never executed) are renamed and compiled together with
+the recorded call sequence and ``native_nuts.cpp`` by TorchInductor's own C++ code
+cache (the same compiler flags and vector ISA, cached on disk). Only wrappers made of
+nothing else qualify: any other global (an external matmul, an ATen fallback, a
+Python-level helper) and :func:`compile_native_nuts` returns ``None`` and the reason,
+and the sampler keeps its Python loop. Before use, the C++ leaf is checked against the
+Python kernel at the starting point and at random momenta.
+
+Randomness: a base seed drawn once from the sampler's ``torch.Generator``; each
+transition seeds xoshiro256** with ``base + transition count`` (so a run is
+reproducible from ``ppgen.fit(seed=...)``), draws differ from the Python path's.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import re
+from importlib import resources
+
+import torch
+
+from .inductor import _disagreement, with_globals
+from .nuts import State
+
+log = logging.getLogger("ppgen")
+
+#: Global names a qualifying wrapper's ``call`` may use besides its kernels and constants.
+_PLAIN_NAMES = {"empty_strided_cpu", "reinterpret_tensor", "torch", "clear",
+                "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8",
+                "uint8", "bool"}
+_REAL = {torch.float32: "float", torch.float64: "double"}
+_ENTRY = re.compile(r'extern\s+"C"\s+void\s+kernel\s*\(')
+
+
+class NativeNUTS:
+    """``transition(state, step_size, metric)`` for one chain with a diagonal metric, in C++."""
+
+    def __init__(self, entry, constants, max_tree_depth, seed):
+        self._entry, self._constants = entry, constants  # (keeps the constants alive)
+        self._pointers = torch.tensor([t.data_ptr() for t in constants] or [0], dtype=torch.int64)
+        self.max_tree_depth, self._seed, self._count = max_tree_depth, seed, 0
+        self._unused = torch.zeros(1, dtype=torch.float64)
+
+    def transition(self, state, step_size, metric):
+        """One transition from ``state``; statistics as ``Sampler._transition_single``'s."""
+        self._count += 1
+        return self._run(state, step_size, metric, state.z, self._unused, self._seed + self._count, 0)
+
+    def replay(self, state, step_size, metric, momentum, uniforms):
+        """:meth:`transition` with the given momentum and ``uniforms`` (float64) in
+        ``Sampler._transition_single``'s order (``max_tree_depth <= 6``): for tests."""
+        return self._run(state, step_size, metric, momentum.contiguous(), uniforms.contiguous(), 0, 2)
+
+    def _run(self, state, step_size, metric, momentum, uniforms, seed, mode):
+        z = state.z
+        z_out, grad_out, potential_out = torch.empty_like(z), torch.empty_like(z), torch.empty_like(state.potential)
+        stats = torch.empty(5, dtype=torch.float64)
+        self._entry(z, state.grad, state.potential, momentum, metric.inverse, step_size, uniforms, self._pointers,
+                    seed, self.max_tree_depth, mode, z_out, grad_out, potential_out, z_out, stats)
+        accept, depth, diverging, energy, leaves = stats.tolist()
+        return State(z_out, potential_out, grad_out), {
+            "accept": accept, "depth": int(depth), "diverging": diverging > 0, "energy": energy,
+            "leapfrogs": int(leaves)}
+
+    def leapfrog(self, z, r, grad, step, inverse):
+        """One leapfrog step in C++: ``(z, r, grad, U, H)`` at the new point."""
+        outs = [torch.empty_like(z), torch.empty_like(z), torch.empty_like(z[:, 0]), torch.empty_like(z)]
+        stats = torch.empty(5, dtype=torch.float64)
+        self._entry(z, grad, outs[2], r, inverse, step, self._unused, self._pointers, 0, self.max_tree_depth, 1,
+                    outs[0], outs[1], outs[2], outs[3], stats)
+        return outs[0], outs[3], outs[1], outs[2], stats[:1].to(z.dtype)
+
+
+def compile_native_nuts(potential, max_tree_depth, generator):
+    """A :class:`NativeNUTS` for one chain of ``potential`` (compiled, lean), checked
+    against the Python leaf; ``(None, reason)`` where it does not apply."""
+    leaf = getattr(potential, "_leaf", None)
+    call = getattr(leaf, "generated", None)
+    z = potential.initial
+    if call is None or z.shape[0] != 1 or z.dtype not in _REAL or z.device.type != "cpu":
+        return None, "needs one chain's lean TorchInductor leaf on the CPU in float32 or float64"
+    example = (z, torch.randn_like(z), torch.randn_like(z), torch.randn_like(z),
+               z.new_full((1, 1), 0.1), z.new_full((1, 1), 0.05), torch.rand_like(z) + 0.5)
+    try:
+        program = _record(call, example)
+        source = _source(program, z.shape[1], z.dtype)
+        from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+        real = _REAL[z.dtype]
+        argtypes = [f"const {real}*"] * 6 + ["const double*", "const int64_t*", "int64_t", "int64_t", "int64_t"] + \
+            [f"{real}*"] * 4 + ["double*"]
+        entry = CppPythonBindingsCodeCache.load_pybinding(argtypes, source)
+    except _NotNative as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - Inductor internals or the C++ compiler: keep Python's loop
+        return None, f"building failed ({type(exc).__name__}: {str(exc)[:200]})"
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    native = NativeNUTS(entry, program["constants"], max_tree_depth, seed)
+    why = _check(native, leaf, potential)
+    return (None, why) if why else (native, "")
+
+
+def _check(native, leaf, potential):
+    """``""`` if the C++ leaf equals the Python kernel's at the start and two random momenta."""
+    z = potential.initial
+    _, grad = potential.value_and_grad(z)
+    inverse, step = torch.ones_like(z), z.new_full((1, 1), 0.1)
+    for scale in (0.0, 1.0, 3.0):
+        r = scale * torch.randn_like(z)
+        got = native.leapfrog(z, r, grad, step, inverse)
+        with torch.no_grad():
+            expected = leaf(z, r, grad, torch.zeros_like(z), step, 0.5 * step, inverse)
+        why = _disagreement(tuple(expected[:5]), got)
+        if why:
+            return f"the C++ leaf disagrees with the compiled one ({why})"
+    return ""
+
+
+class _NotNative(Exception):
+    """The generated wrapper does something the C++ driver does not replay."""
+
+
+def _record(call, example):
+    """Run Inductor's generated ``call`` once on copies of ``example``, recording its buffers,
+    its kernel calls and where each argument and output lives."""
+    function = getattr(call, "__func__", call)
+    names = function.__globals__
+    kernels = {n for n in function.__code__.co_names if n.startswith("cpp_fused")}
+    constants = {n: v for n, v in names.items() if isinstance(v, torch.Tensor)}
+    other = set(function.__code__.co_names) - _PLAIN_NAMES - kernels - set(constants)
+    if other or not kernels:
+        raise _NotNative(f"the compiled leaf calls more than C++ kernels ({', '.join(sorted(other)) or 'none'})")
+    allocate, buffers, calls = names["empty_strided_cpu"], [], []
+
+    def empty_strided(size, stride, dtype):
+        buffers.append(allocate(size, stride, dtype))
+        return buffers[-1]
+
+    def recorder(name):
+        def run(*args):
+            calls.append((name, args))
+            return names[name](*args)
+        return run
+
+    inputs = [t.clone() for t in example]
+    out = with_globals(call, {"empty_strided_cpu": empty_strided, **{n: recorder(n) for n in kernels}})(list(inputs))
+    regions = [("in", i, t) for i, t in enumerate(inputs)] + [("buf", i, t) for i, t in enumerate(buffers)] + \
+        [("ext", i, t) for i, t in enumerate(constants.values())]
+
+    def locate(t):
+        if not isinstance(t, torch.Tensor) or t.device.type != "cpu":
+            raise _NotNative(f"a kernel argument is not a CPU tensor ({type(t).__name__})")
+        pointer = t.data_ptr()
+        for kind, i, base in regions:
+            start, size = base.untyped_storage().data_ptr(), base.untyped_storage().nbytes()
+            if start <= pointer < start + size:
+                return kind, i, pointer - start
+        raise _NotNative("a kernel argument lives outside the wrapper's buffers")
+
+    dim = example[0].shape[1]
+    if len(out) != 7 or any(not t.is_contiguous() or t.numel() != n or t.dtype != example[0].dtype
+                            for t, n in zip(out, (dim, dim, dim, 1, 1, dim, dim))):
+        raise _NotNative("the compiled leaf's outputs are not laid out as expected")
+    return {"calls": [(name, [locate(a) for a in args]) for name, args in calls],
+            "outputs": [locate(t) for t in out], "buffers": [t.untyped_storage().nbytes() for t in buffers],
+            "constants": list(constants.values()), "file": names.get("__file__")}
+
+
+def _kernel_sources(path):
+    """``{name: (argtypes, C++ source)}`` of every ``cpp_fused_*`` in a generated wrapper module."""
+    if not path:
+        raise _NotNative("the wrapper module has no source file")
+    with open(path) as handle:
+        tree = ast.parse(handle.read())
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                and isinstance(node.value, ast.Call) and getattr(node.value.func, "attr", "") == "cpp_pybinding":
+            argtypes, source = (ast.literal_eval(a) for a in node.value.args[:2])
+            found[node.targets[0].id] = (argtypes, source)
+    return found
+
+
+def _source(program, dim, dtype):
+    """The C++ translation unit: the model's kernels, the recorded leaf, ``native_nuts.cpp``."""
+    sources = _kernel_sources(program["file"])
+    used = list(dict.fromkeys(name for name, _ in program["calls"]))
+    parts, index = [], {}
+    for i, name in enumerate(used):
+        if name not in sources:
+            raise _NotNative(f"no source for kernel {name}")
+        argtypes, source = sources[name]
+        if any(not a.strip().endswith("*") for a in argtypes):
+            raise _NotNative(f"kernel {name} takes non-pointer arguments ({argtypes})")
+        renamed, count = _ENTRY.subn(f"static void ppgen_kernel_{i}(", source)
+        if count != 1:
+            raise _NotNative(f"kernel {name}'s source has {count} entry points")
+        parts.append(renamed)
+        index[name] = (i, argtypes)
+    offsets, total = [], 0
+    for size in program["buffers"]:
+        offsets.append(total)
+        total += -(-size // 64) * 64
+
+    def pointer(location):
+        kind, i, offset = location
+        base = {"in": f"(char*)in[{i}]", "buf": f"(scratch + {offsets[i] if kind == 'buf' else 0})",
+                "ext": f"(char*)ext[{i}]"}[kind]
+        return f"({base} + {offset})"
+
+    body = []
+    for name, args in program["calls"]:
+        i, argtypes = index[name]
+        body.append(f"    ppgen_kernel_{i}(" + ", ".join(f"({t})({pointer(a)})" for t, a in zip(argtypes, args)) + ");")
+    body += [f"    out[{k}] = (PPGEN_REAL*)({pointer(a)});" for k, a in enumerate(program["outputs"])]
+    real = _REAL[dtype]
+    prelude = [f"#define PPGEN_REAL {real}", f"#define PPGEN_DIM {dim}",
+               f"#define PPGEN_SCRATCH_BYTES {max(total, 64)}",
+               "static void ppgen_leaf(void* const* in, char* scratch, const int64_t* ext, PPGEN_REAL** out) {",
+               *body, "}"]
+    driver = resources.files("ppgen.inference").joinpath("native_nuts.cpp").read_text()
+    return "\n".join(parts) + "\n\n" + "\n".join(prelude) + "\n\n" + driver

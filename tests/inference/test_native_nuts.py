@@ -1,0 +1,130 @@
+"""One chain's NUTS transition in C++ (``ppgen.inference.native_nuts``): the same
+transitions as the Python sampler on the same random numbers, its own draws against an
+exact posterior, and a clear refusal where the compiled leaf calls back into ATen."""
+
+import logging
+
+import arviz as az
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import ppgen
+from ppgen.inference import NUTS
+from ppgen.inference.native_nuts import compile_native_nuts
+from ppgen.inference.nuts import Metric, Sampler, State
+from ppgen.inference.potential import Potential
+from ppgen.inference.program import Program
+
+from .test_fast_nuts import _logistic, _schools, eight_schools, logistic
+
+
+def _native(model, data, depth=6):
+    potential = Potential(Program.build(model, data), 1, mode="compiled")
+    assert potential.mode == "compiled", potential.reason
+    native, why = compile_native_nuts(potential, depth, torch.Generator().manual_seed(0))
+    assert native is not None, why
+    return potential, native
+
+
+@pytest.mark.parametrize("model,data,step", [(eight_schools, _schools, 0.35), (logistic, _logistic, 0.12),
+                                             (eight_schools, _schools, 3.0)])
+def test_native_transitions_equal_the_python_samplers(float64, model, data, step):
+    """Fed the momentum and uniforms ``Sampler._transition_single`` draws, the C++
+    transition makes the same tree: the same proposal, depth, leaves and acceptance
+    statistic (float64; the same compiled kernel code, so to the last bit here). The
+    step of 3.0 diverges."""
+    depth = 6
+    potential, native = _native(model, data(), depth)
+    z = potential.initial
+    value, grad = potential.value_and_grad(z)
+    state = State(z, value, grad)
+    metric = Metric(torch.rand(z.shape, generator=torch.Generator().manual_seed(1)) + 0.5)
+    sampler = Sampler(potential.value_and_grad, depth, None, fused_leaf=potential.leaf)
+    step_size = z.new_full((1, 1), step)
+    depths, diverged = set(), 0
+    for i in range(25):
+        sampler.generator = torch.Generator().manual_seed(i)
+        expected, expected_stats = sampler._transition_single(state, step_size, metric)
+        generator = torch.Generator().manual_seed(i)
+        r = metric.momentum(z.shape, generator, z.dtype, z.device)
+        uniforms = torch.rand(2 * depth + 2 ** depth - 1, generator=generator, dtype=torch.float64)
+        got, stats = native.replay(state, step_size, metric, r, uniforms)
+        assert torch.allclose(got.z, expected.z, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(got.grad, expected.grad, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(got.potential, expected.potential, rtol=1e-12)
+        for key in ("depth", "leapfrogs", "diverging"):
+            assert stats[key] == expected_stats[key], key
+        assert stats["accept"] == pytest.approx(expected_stats["accept"], rel=1e-12)
+        assert stats["energy"] == pytest.approx(expected_stats["energy"], rel=1e-12)
+        depths.add(stats["depth"])
+        diverged += stats["diverging"]
+        state = expected
+    if step > 1:
+        assert diverged > 0
+    else:
+        assert len(depths) > 1 and diverged == 0
+
+
+def test_native_leapfrog_equals_the_compiled_leaf(float64):
+    potential, native = _native(eight_schools, _schools())
+    z = potential.initial + 0.3
+    r, inverse, step = torch.randn_like(z), torch.rand_like(z) + 0.5, z.new_full((1, 1), 0.2)
+    _, grad = potential.value_and_grad(z)
+    got = native.leapfrog(z, r, grad, step, inverse)
+    expected = potential.leaf(z, r, grad, torch.zeros_like(z), step, 0.5 * step, inverse)
+    for a, b in zip(got, expected[:5]):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def gamma_poisson(y):
+    rate = pyro.sample("rate", dist.Gamma(2.0, 0.5))
+    mean = pyro.sample("mean", dist.Normal(0.0, 3.0))
+    with pyro.plate("rows", y.shape[0]):
+        pyro.sample("y", dist.Poisson(rate), obs=y)
+        pyro.sample("x", dist.Normal(mean, 2.0), obs=y - 3.0)
+
+
+def test_native_fit_draws_a_conjugate_posterior(caplog):
+    """``ppgen.fit`` with one chain on a compiled potential samples in C++ (its own random
+    numbers: momentum by the polar method, uniforms from xoshiro256**) and matches the
+    exact posterior, Gamma(2 + sum y, 0.5 + n) and a normal mean, within 4.5 Monte Carlo
+    standard errors of the mean and of the standard deviation (float32)."""
+    y = torch.tensor([3.0, 5.0, 2.0, 4.0, 6.0, 1.0, 3.0, 4.0])
+    n = y.shape[0]
+    exact = {"rate": ((2.0 + float(y.sum())) / (0.5 + n), (2.0 + float(y.sum())) ** 0.5 / (0.5 + n))}
+    precision = 1 / 9.0 + n / 4.0
+    exact["mean"] = (float((y - 3.0).sum()) / 4.0 / precision, precision ** -0.5)
+    with caplog.at_level(logging.INFO, logger="ppgen"):
+        fit = ppgen.fit(gamma_poisson, {"y": y}, NUTS(num_samples=3000, warmup=500, chains=1, potential="compiled"),
+                        seed=3, progress=False)
+    assert "NUTS transitions: C++" in caplog.text
+    assert int(fit.sample_stats["diverging"].sum()) == 0
+    idata = fit.to_arviz()
+    for name, (mean, sd) in exact.items():
+        draws = idata.posterior[name].values.ravel()
+        ess = float(az.ess(idata, var_names=[name])[name])
+        assert abs(draws.mean() - mean) < 4.5 * sd / ess ** 0.5, name
+        assert abs(draws.std() - sd) < 4.5 * sd / (2 * ess) ** 0.5, name
+
+
+def test_a_leaf_calling_aten_is_refused_and_sampled_in_python(caplog):
+    """A model whose compiled leaf calls an ATen kernel between TorchInductor's (here a
+    Cholesky factor) keeps the Python transition, and says why."""
+    def model(y):
+        a = pyro.sample("a", dist.LogNormal(0.0, 0.5))
+        cov = torch.eye(3) + a * torch.ones(3, 3)
+        with pyro.plate("rows", y.shape[0]):
+            pyro.sample("y", dist.MultivariateNormal(torch.zeros(3), cov), obs=y)
+
+    y = torch.tensor([[0.5, 1.0, -0.3], [1.2, 0.8, 0.9]])
+    potential = Potential(Program.build(model, {"y": y}), 1, mode="compiled")
+    assert potential.mode == "compiled", potential.reason
+    native, why = compile_native_nuts(potential, 10, torch.Generator().manual_seed(0))
+    assert native is None and "more than C++ kernels" in why
+    with caplog.at_level(logging.INFO, logger="ppgen"):
+        fit = ppgen.fit(model, {"y": y}, NUTS(num_samples=200, warmup=200, chains=1, potential="compiled"),
+                        seed=0, progress=False)
+    assert "NUTS transitions: Python (the compiled leaf calls more than C++ kernels" in caplog.text
+    assert fit.posterior["a"].shape == (1, 200)
