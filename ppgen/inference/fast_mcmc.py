@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 
 import pyro
@@ -52,7 +53,7 @@ NATIVE_NUTS = True
 
 
 def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
-    """Run ``method.chains`` chains together; return draws, statistics, seconds
+    """Run ``method.chains`` chains; return draws, statistics, seconds
     (``{"compile": building the potential, "sampling": the rest, "total": both}``) and
     ``{"potential": mode, "reason": why a faster mode was refused}``."""
     start = time.perf_counter()
@@ -60,23 +61,54 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     median = init_to_median(fallback=init_to_unconstrained_uniform)  # ImproperUniform: no median
     init = init_to_value(values=init_values, fallback=median) if init_values else median
     long_run = method.warmup + method.num_samples >= COMPILE_MIN_ITERATIONS
-    potential = Potential(program, method.chains, mode=method.potential, init_strategy=init,
+    chains = method.chains
+    in_cpp = _in_cpp(program, method, long_run)
+    potential = Potential(program, 1 if in_cpp else chains, mode=method.potential, init_strategy=init,
                           compile_hint=long_run)
+    generator = torch.Generator(device=potential.initial.device).manual_seed(seed)
+    native = None
+    if in_cpp and potential.mode == "compiled":
+        native, why = compile_native_nuts(potential, method.max_tree_depth, generator)
+        log.info("NUTS transitions: %s", f"C++ ({chains} chain{'s' * (chains > 1)})" if native else
+                 f"Python ({why})")
+    if native is None and potential.chains != chains:  # several chains, not in C++: batch them
+        pyro.set_rng_seed(seed)
+        potential = Potential(program, chains, mode=method.potential, init_strategy=init, compile_hint=long_run)
+        generator.manual_seed(seed)
+    z = potential.initial
+    if native is not None and chains > 1:
+        z = potential.starting_points(chains)
+        native.threads = min(chains, os.cpu_count() or 1)
     # several chains on a compiled potential: each leaf's bookkeeping compiled with it, the
     # chains free-running (NUTS) or in lockstep (HMC, or where the free-running leaf fails)
-    free = None if method.dense_mass or method.name == "hmc" or not FREE_CHAINS else \
+    batched = potential.chains > 1
+    free = None if not batched or method.dense_mass or method.name == "hmc" or not FREE_CHAINS else \
         compile_free_step(potential, method.max_tree_depth)
-    lockstep = None if method.dense_mass or free is not None else \
+    lockstep = None if not batched or method.dense_mass or free is not None else \
         compile_lockstep(potential, method.max_tree_depth + 1)
-    z = potential.initial
-    generator = torch.Generator(device=z.device).manual_seed(seed)
-    native = None
-    if NATIVE_NUTS and method.chains == 1 and method.name == "nuts" and not method.dense_mass \
-            and potential.mode == "compiled":
-        native, why = compile_native_nuts(potential, method.max_tree_depth, generator)
-        log.info("NUTS transitions: %s", "C++" if native else f"Python ({why})")
     built = time.perf_counter()
-    value, grad = potential.value_and_grad(z)
+    draws, sample_stats = _sample(potential, method, z, generator, progress, free=free, lockstep=lockstep,
+                                  native=native)
+    return _finish(potential, method, draws, sample_stats, start, built)
+
+
+def _in_cpp(program, method, long_run):
+    """Whether to try NUTS transitions in C++ (:mod:`ppgen.inference.native_nuts`) over a
+    compiled one-chain potential: a diagonal metric on the CPU, one chain, or several with
+    ``chain_method="auto"`` (``"vectorized"`` batches them through the potential), in a run
+    long enough to compile. Measured against free-running batched chains in
+    ``benchmarks/bench_nuts.py``: each chain's C++ transitions cost less than its share of a
+    batched leaf called from Python, and the chains spread over the cores."""
+    on_cpu = all(t.device.type == "cpu" for t in program.kwargs.values() if torch.is_tensor(t))
+    wanted = method.potential == "compiled" or (method.potential == "auto" and long_run)
+    return (NATIVE_NUTS and method.name == "nuts" and not method.dense_mass and on_cpu and wanted
+            and (method.chains == 1 or method.chain_method == "auto"))
+
+
+def _sample(potential, method, z, generator, progress, free=None, lockstep=None, native=None):
+    """Warm-up and draws of ``z.shape[0]`` chains from ``z``: ``(C, S, D)`` draws and statistics."""
+    value_and_grad = native.value_and_grad if native is not None else potential.value_and_grad
+    value, grad = value_and_grad(z)
     bad = ~(torch.isfinite(value) & torch.isfinite(grad).all(-1))
     if bool(bad.any()):
         raise MethodError(f"{method.name.upper()}: the log density or its gradient is not finite at "
@@ -87,59 +119,61 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     dense = method.dense_mass
     eye = torch.eye(dim, dtype=z.dtype, device=z.device)
     metric = Metric(eye.expand(chains, dim, dim).clone() if dense else torch.ones_like(z))
-    fused = potential.leaf if potential.mode in ("jit", "compiled") else None
-    sampler = Sampler(potential.value_and_grad, method.max_tree_depth, generator, fused_leaf=fused,
+    fused = native.leaf if native is not None else potential.leaf if potential.mode in ("jit", "compiled") else None
+    sampler = Sampler(value_and_grad, method.max_tree_depth, generator, fused_leaf=fused,
                       lockstep_kernel=lockstep, native=native)
     hmc_steps = method.num_steps if method.name == "hmc" else None
     step = z.new_full((chains, 1), float(getattr(method, "step_size", 1.0)))
     if method.warmup:
         step = initial_step_size(sampler, state, step, metric, generator)
-    if free is not None:
-        bar = tqdm(total=method.warmup + method.num_samples, disable=not progress, desc="NUTS", leave=False)
-        try:
-            draws, sample_stats = free_chains.sample(free, sampler, state, step, metric, method, generator, bar)
-        finally:
-            bar.close()
-        return _finish(potential, method, draws, sample_stats, start, built)
-    scalar = chains == 1  # one chain adapts in Python floats
-    averaging = DualAveraging(float(step) if scalar else step, method.target_accept)
-    slow = windows(method.warmup)
-    welford = Welford(chains, dim, dense, z.dtype, z.device)
-    kept = {"z": [], "diverging": [], "tree_depth": [], "n_steps": [], "step_size": [],
-            "acceptance_rate": [], "energy": [], "lp": []}
     total = method.warmup + method.num_samples
     bar = tqdm(total=total, disable=not progress, desc=method.name.upper(), leave=False)
     try:
-        for i in range(total):
-            state, stats = _transition(sampler, state, step, metric, hmc_steps)
-            bar.update()
-            if i < method.warmup:
-                step = _step_tensor(averaging.update(stats["accept"]), z)
-                if any(first <= i <= last for first, last in slow):
-                    welford.add(state.z)
-                if any(i == last for _, last in slow):
-                    metric = Metric(welford.inverse_mass())
-                    welford = Welford(chains, dim, dense, z.dtype, z.device)
-                    step = initial_step_size(sampler, state, step, metric, generator)
-                    averaging.restart(float(step) if scalar else step)
-                if i == method.warmup - 1:
-                    step = _step_tensor(averaging.final(), z)
-                continue
-            kept["z"].append(state.z)
-            kept["diverging"].append(stats["diverging"])
-            kept["tree_depth"].append(stats["depth"])
-            kept["n_steps"].append(stats["leapfrogs"])
-            kept["step_size"].append(step.reshape(-1))
-            kept["acceptance_rate"].append(stats["accept"])
-            kept["energy"].append(stats["energy"])
-            kept["lp"].append(-state.potential)
+        if free is not None:
+            return free_chains.sample(free, sampler, state, step, metric, method, generator, bar)
+        return _lockstep(sampler, state, step, metric, method, hmc_steps, bar)
     finally:
         bar.close()
+
+
+def _lockstep(sampler, state, step, metric, method, hmc_steps, bar):
+    """Every chain's transitions together (one chain: Python floats or C++), with Stan's warm-up."""
+    z = state.z
+    chains, dim = z.shape
+    scalar = chains == 1  # one chain adapts in Python floats
+    averaging = DualAveraging(float(step) if scalar else step, method.target_accept)
+    slow = windows(method.warmup)
+    welford = Welford(chains, dim, method.dense_mass, z.dtype, z.device)
+    kept = {"z": [], "diverging": [], "tree_depth": [], "n_steps": [], "step_size": [],
+            "acceptance_rate": [], "energy": [], "lp": []}
+    for i in range(method.warmup + method.num_samples):
+        state, stats = _transition(sampler, state, step, metric, hmc_steps)
+        bar.update()
+        if i < method.warmup:
+            step = _step_tensor(averaging.update(stats["accept"]), z)
+            if any(first <= i <= last for first, last in slow):
+                welford.add(state.z)
+            if any(i == last for _, last in slow):
+                metric = Metric(welford.inverse_mass())
+                welford = Welford(chains, dim, method.dense_mass, z.dtype, z.device)
+                step = initial_step_size(sampler, state, step, metric, sampler.generator)
+                averaging.restart(float(step) if scalar else step)
+            if i == method.warmup - 1:
+                step = _step_tensor(averaging.final(), z)
+            continue
+        kept["z"].append(state.z)
+        kept["diverging"].append(stats["diverging"])
+        kept["tree_depth"].append(stats["depth"])
+        kept["n_steps"].append(stats["leapfrogs"])
+        kept["step_size"].append(step.reshape(-1))
+        kept["acceptance_rate"].append(stats["accept"])
+        kept["energy"].append(stats["energy"])
+        kept["lp"].append(-state.potential)
     draws = torch.stack(kept.pop("z"), 1)  # (C, S, D)
     sample_stats = {k: _stack(v, z) for k, v in kept.items()}
     if hmc_steps is not None:
         del sample_stats["tree_depth"]
-    return _finish(potential, method, draws, sample_stats, start, built)
+    return draws, sample_stats
 
 
 def _finish(potential, method, draws, sample_stats, start, built):

@@ -186,17 +186,13 @@ struct Transition {
 
 }  // namespace ppgen_native
 
-// mode 0: one NUTS transition from (z, grad, potential); momentum drawn here.
-// mode 2: the same with the given momentum and `uniforms` replayed (see Uniforms).
-// mode 1: one leapfrog step from (z, momentum, grad) with step `step_size`: the new
-//         point in the outputs, its H in stats[0] (to check this leaf against the kernel's).
-// stats: accept, depth, diverging, energy, leapfrogs.
-extern "C" void kernel(const PPGEN_REAL* z, const PPGEN_REAL* grad, const PPGEN_REAL* potential,
-                       const PPGEN_REAL* momentum, const PPGEN_REAL* inverse, const PPGEN_REAL* step_size,
-                       const double* uniforms, const int64_t* ext, int64_t seed, int64_t max_depth, int64_t mode,
-                       PPGEN_REAL* z_out, PPGEN_REAL* grad_out, PPGEN_REAL* potential_out,
-                       PPGEN_REAL* momentum_out, double* stats) {
-    using namespace ppgen_native;
+namespace ppgen_native {
+
+// One chain's transition (modes 0 and 2) or leapfrog step (mode 1); see kernel() below.
+void one_chain(const real* z, const real* grad, const real* potential, const real* momentum,
+               const real* inverse, const real* step_size, const double* uniforms, const int64_t* ext,
+               uint64_t seed, int max_depth, int64_t mode, real* z_out, real* grad_out, real* potential_out,
+               real* momentum_out, double* stats) {
     const size_t bytes = D * sizeof(real);
     Leaf leaf(ext, inverse);
     Point left;
@@ -214,10 +210,11 @@ extern "C" void kernel(const PPGEN_REAL* z, const PPGEN_REAL* grad, const PPGEN_
         stats[0] = H;
         return;
     }
-    Uniforms draws{Rng(static_cast<uint64_t>(seed)), mode == 2 ? uniforms : nullptr, static_cast<int>(max_depth)};
+    Uniforms draws{Rng(seed), mode == 2 ? uniforms : nullptr, max_depth};
     double kinetic = 0.0;
     for (int64_t i = 0; i < D; ++i) {
-        left.r[i] = mode == 2 ? momentum[i] : static_cast<real>(draws.rng.normal() / std::sqrt(static_cast<double>(inverse[i])));
+        left.r[i] = mode == 2 ? momentum[i]
+                              : static_cast<real>(draws.rng.normal() / std::sqrt(static_cast<double>(inverse[i])));
         left.v[i] = inverse[i] * left.r[i];
         kinetic += static_cast<double>(left.v[i]) * left.r[i];
     }
@@ -227,7 +224,7 @@ extern "C" void kernel(const PPGEN_REAL* z, const PPGEN_REAL* grad, const PPGEN_
     proposal.take(z, grad, left.U);
     std::vector<double> rho(D);
     for (int64_t i = 0; i < D; ++i) rho[i] = left.r[i];
-    Transition tree(leaf, draws, energy0, static_cast<int>(max_depth));
+    Transition tree(leaf, draws, energy0, max_depth);
     double log_weight = 0.0, accept_sum = 0.0;
     int64_t leaves = 0, depth = 0;
     bool diverging = false;
@@ -255,4 +252,30 @@ extern "C" void kernel(const PPGEN_REAL* z, const PPGEN_REAL* grad, const PPGEN_
     stats[2] = diverging ? 1.0 : 0.0;
     stats[3] = energy0;
     stats[4] = static_cast<double>(leaves);
+}
+
+}  // namespace ppgen_native
+
+// `chains` rows of (z, grad, potential, momentum, inverse, step size) and of the outputs,
+// each row alone, on up to `threads` OpenMP threads (the leaf is reentrant: every row
+// has its own scratch buffers).
+// mode 0: one NUTS transition per row, momentum drawn here; row c's generator is seeded
+//         with seed + c.
+// mode 1: one leapfrog step from (z, momentum, grad): the new point in the outputs, its
+//         H in stats[5c] (to check this leaf against the compiled one, and for warm-up).
+// mode 2: mode 0 with the given momentum and `uniforms` replayed (see Uniforms).
+// stats, 5 a row: accept, depth, diverging, energy, leapfrogs.
+extern "C" void kernel(const PPGEN_REAL* z, const PPGEN_REAL* grad, const PPGEN_REAL* potential,
+                       const PPGEN_REAL* momentum, const PPGEN_REAL* inverse, const PPGEN_REAL* step_size,
+                       const double* uniforms, const int64_t* ext, int64_t seed, int64_t max_depth, int64_t mode,
+                       int64_t chains, int64_t threads, PPGEN_REAL* z_out, PPGEN_REAL* grad_out,
+                       PPGEN_REAL* potential_out, PPGEN_REAL* momentum_out, double* stats) {
+    using ppgen_native::D;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1 && chains > 1)
+    for (int64_t c = 0; c < chains; ++c) {
+        ppgen_native::one_chain(z + c * D, grad + c * D, potential + c, momentum + c * D, inverse + c * D,
+                                step_size + c, uniforms, ext, static_cast<uint64_t>(seed + c),
+                                static_cast<int>(max_depth), mode, z_out + c * D, grad_out + c * D,
+                                potential_out + c, momentum_out + c * D, stats + 5 * c);
+    }
 }

@@ -49,42 +49,66 @@ _ENTRY = re.compile(r'extern\s+"C"\s+void\s+kernel\s*\(')
 
 
 class NativeNUTS:
-    """``transition(state, step_size, metric)`` for one chain with a diagonal metric, in C++."""
+    """NUTS transitions and leapfrog steps in C++, for any number of chains with a diagonal
+    metric: each chain (row) alone, several on ``threads`` OpenMP threads."""
 
-    def __init__(self, entry, constants, max_tree_depth, seed):
+    def __init__(self, entry, constants, max_tree_depth, seed, threads=1):
         self._entry, self._constants = entry, constants  # (keeps the constants alive)
         self._pointers = torch.tensor([t.data_ptr() for t in constants] or [0], dtype=torch.int64)
-        self.max_tree_depth, self._seed, self._count = max_tree_depth, seed, 0
+        self.max_tree_depth, self.threads, self._seed, self._count = max_tree_depth, threads, seed, 0
         self._unused = torch.zeros(1, dtype=torch.float64)
 
+    def reseed(self, generator):
+        """Draw a new base seed from ``generator``."""
+        self._seed, self._count = int(torch.randint(0, 2 ** 62, (1,), generator=generator)), 0
+
     def transition(self, state, step_size, metric):
-        """One transition from ``state``; statistics as ``Sampler._transition_single``'s."""
+        """One transition of every chain from ``state``; statistics as
+        ``Sampler._transition_single``'s (Python scalars) for one chain, ``(C,)`` tensors
+        as ``Sampler.transition``'s for several."""
+        chains = state.z.shape[0]
+        seed = self._seed + self._count * chains  # chain c's stream: seed + c, never reused
         self._count += 1
-        return self._run(state, step_size, metric, state.z, self._unused, self._seed + self._count, 0)
+        return self._run(state, step_size, metric, state.z, self._unused, seed, 0)
 
     def replay(self, state, step_size, metric, momentum, uniforms):
-        """:meth:`transition` with the given momentum and ``uniforms`` (float64) in
-        ``Sampler._transition_single``'s order (``max_tree_depth <= 6``): for tests."""
+        """One chain's :meth:`transition` with the given momentum and ``uniforms`` (float64)
+        in ``Sampler._transition_single``'s order (``max_tree_depth <= 6``): for tests."""
         return self._run(state, step_size, metric, momentum.contiguous(), uniforms.contiguous(), 0, 2)
 
     def _run(self, state, step_size, metric, momentum, uniforms, seed, mode):
         z = state.z
+        chains = z.shape[0]
         z_out, grad_out, potential_out = torch.empty_like(z), torch.empty_like(z), torch.empty_like(state.potential)
-        stats = torch.empty(5, dtype=torch.float64)
+        stats = torch.empty((chains, 5), dtype=torch.float64)
         self._entry(z, state.grad, state.potential, momentum, metric.inverse, step_size, uniforms, self._pointers,
-                    seed, self.max_tree_depth, mode, z_out, grad_out, potential_out, z_out, stats)
-        accept, depth, diverging, energy, leaves = stats.tolist()
-        return State(z_out, potential_out, grad_out), {
-            "accept": accept, "depth": int(depth), "diverging": diverging > 0, "energy": energy,
-            "leapfrogs": int(leaves)}
+                    seed, self.max_tree_depth, mode, chains, self.threads, z_out, grad_out, potential_out, z_out,
+                    stats)
+        new = State(z_out, potential_out, grad_out)
+        if chains == 1:
+            accept, depth, diverging, energy, leaves = stats[0].tolist()
+            return new, {"accept": accept, "depth": int(depth), "diverging": diverging > 0, "energy": energy,
+                         "leapfrogs": int(leaves)}
+        return new, {"accept": stats[:, 0].to(z.dtype), "depth": stats[:, 1].long(),
+                     "diverging": stats[:, 2] > 0, "energy": stats[:, 3].to(z.dtype),
+                     "leapfrogs": stats[:, 4].to(z.dtype)}
 
-    def leapfrog(self, z, r, grad, step, inverse):
-        """One leapfrog step in C++: ``(z, r, grad, U, H)`` at the new point."""
-        outs = [torch.empty_like(z), torch.empty_like(z), torch.empty_like(z[:, 0]), torch.empty_like(z)]
-        stats = torch.empty(5, dtype=torch.float64)
-        self._entry(z, grad, outs[2], r, inverse, step, self._unused, self._pointers, 0, self.max_tree_depth, 1,
-                    outs[0], outs[1], outs[2], outs[3], stats)
-        return outs[0], outs[3], outs[1], outs[2], stats[:1].to(z.dtype)
+    def value_and_grad(self, u):
+        """``U(u)`` and its gradient for every chain: a leapfrog step of length 0 from rest."""
+        zero, no_step = torch.zeros_like(u), u.new_zeros((u.shape[0], 1))
+        out = self.leaf(u.contiguous(), zero, zero, zero, no_step, no_step, torch.ones_like(u))
+        return out[3], out[2]
+
+    def leaf(self, z, r, grad, rho, step, half_step, inverse):
+        """One leapfrog step of every chain in C++, the compiled leaf's signature and outputs
+        ``(z, r, grad, U, H, M^{-1} r, rho + r)`` (``half_step`` is ``step / 2``)."""
+        z_out, r_out, grad_out, potential = (torch.empty_like(z), torch.empty_like(z), torch.empty_like(z),
+                                             torch.empty_like(z[:, 0]))
+        stats = torch.empty((z.shape[0], 5), dtype=torch.float64)
+        self._entry(z, grad, potential, r, inverse, step, self._unused, self._pointers, 0, self.max_tree_depth, 1,
+                    z.shape[0], self.threads, z_out, grad_out, potential, r_out, stats)
+        velocity = inverse * r_out
+        return z_out, r_out, grad_out, potential, stats[:, 0].to(z.dtype), velocity, rho + r_out
 
 
 def compile_native_nuts(potential, max_tree_depth, generator):
@@ -95,38 +119,40 @@ def compile_native_nuts(potential, max_tree_depth, generator):
     z = potential.initial
     if call is None or z.shape[0] != 1 or z.dtype not in _REAL or z.device.type != "cpu":
         return None, "needs one chain's lean TorchInductor leaf on the CPU in float32 or float64"
-    example = (z, torch.randn_like(z), torch.randn_like(z), torch.randn_like(z),
-               z.new_full((1, 1), 0.1), z.new_full((1, 1), 0.05), torch.rand_like(z) + 0.5)
+    noise = torch.randn((3,) + tuple(z.shape), generator=torch.Generator().manual_seed(0), dtype=z.dtype)
+    example = (z, noise[0], noise[1], noise[2], z.new_full((1, 1), 0.1), z.new_full((1, 1), 0.05),
+               noise[0].abs() + 0.5)
     try:
         program = _record(call, example)
         source = _source(program, z.shape[1], z.dtype)
         from torch._inductor.codecache import CppPythonBindingsCodeCache
 
         real = _REAL[z.dtype]
-        argtypes = [f"const {real}*"] * 6 + ["const double*", "const int64_t*", "int64_t", "int64_t", "int64_t"] + \
+        argtypes = [f"const {real}*"] * 6 + ["const double*", "const int64_t*"] + ["int64_t"] * 5 + \
             [f"{real}*"] * 4 + ["double*"]
         entry = CppPythonBindingsCodeCache.load_pybinding(argtypes, source)
     except _NotNative as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - Inductor internals or the C++ compiler: keep Python's loop
         return None, f"building failed ({type(exc).__name__}: {str(exc)[:200]})"
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
-    native = NativeNUTS(entry, program["constants"], max_tree_depth, seed)
+    native = NativeNUTS(entry, program["constants"], max_tree_depth, 0)
+    native.reseed(generator)
     why = _check(native, leaf, potential)
     return (None, why) if why else (native, "")
 
 
 def _check(native, leaf, potential):
-    """``""`` if the C++ leaf equals the Python kernel's at the start and two random momenta."""
+    """``""`` if the C++ leaf equals the Python kernel's at the start, with no momentum and
+    with two random ones (a private generator: Pyro's random state is left alone)."""
     z = potential.initial
     _, grad = potential.value_and_grad(z)
+    generator = torch.Generator().manual_seed(0)
     inverse, step = torch.ones_like(z), z.new_full((1, 1), 0.1)
     for scale in (0.0, 1.0, 3.0):
-        r = scale * torch.randn_like(z)
-        got = native.leapfrog(z, r, grad, step, inverse)
+        r = scale * torch.randn(z.shape, generator=generator, dtype=z.dtype)
+        args = (z, r, grad, torch.zeros_like(z), step, 0.5 * step, inverse)
         with torch.no_grad():
-            expected = leaf(z, r, grad, torch.zeros_like(z), step, 0.5 * step, inverse)
-        why = _disagreement(tuple(expected[:5]), got)
+            why = _disagreement(tuple(leaf(*args)), native.leaf(*args))
         if why:
             return f"the C++ leaf disagrees with the compiled one ({why})"
     return ""

@@ -113,8 +113,8 @@ class Sampler:
         (:func:`ppgen.inference.lockstep.compile_lockstep`); the tensor bookkeeping of
         :meth:`_subtree` otherwise.
     native : NativeNUTS, optional
-        One chain, diagonal metric: the whole transition in C++
-        (:mod:`ppgen.inference.native_nuts`) instead of :meth:`_transition_single`.
+        A diagonal metric: every chain's whole transition in C++
+        (:mod:`ppgen.inference.native_nuts`), each chain alone.
     """
 
     def __init__(self, value_and_grad, max_tree_depth, generator, fused_leaf=None, lockstep_kernel=None,
@@ -149,6 +149,8 @@ class Sampler:
         chains = z.shape[0]
         # The compiled leaf takes its inputs' layout on trust: dense (C, 1) step sizes.
         step_size = step_size.expand(chains, 1).contiguous()
+        if self.native is not None and not metric.dense:
+            return self.native.transition(state, step_size, metric)
         if chains == 1:
             return self._transition_single(state, step_size, metric)
         r = metric.momentum(z.shape, self.generator, z.dtype, z.device)
@@ -291,8 +293,6 @@ class Sampler:
         Python floats and NumPy views of the momenta: one tensor read and two small dot
         products per leaf instead of a dozen small tensor operations. Its statistics are
         Python scalars (``accept``, ``depth``, ``diverging``, ``energy``, ``leapfrogs``)."""
-        if self.native is not None and not metric.dense:
-            return self.native.transition(state, step_size, metric)
         z, grad, potential = state.z, state.grad, state.potential
         host = _numpy_view if z.device.type == "cpu" else _numpy_copy
         r = metric.momentum(z.shape, self.generator, z.dtype, z.device)

@@ -100,15 +100,22 @@ class Potential:
         self._leaf = None
         self.model = program.enumerated_model()
         self.nesting = program.max_plate_nesting
-        kwargs = {} if init_strategy is None else {"init_strategy": init_strategy}
+        self._init_kwargs = {} if init_strategy is None else {"init_strategy": init_strategy}
         init, self._pyro_potential, transforms, _ = initialize_model(
             self.model, model_kwargs=program.kwargs, max_plate_nesting=self.nesting,
-            num_chains=chains, **kwargs)
+            num_chains=chains, **self._init_kwargs)
         self.sites = _layout(program, init, transforms, chains)
         self.dim = self.sites[-1].stop if self.sites else 0
         self.initial = self.flatten(init)
         self.mode, self.reason = self._choose(mode, compile_hint)
         log.info("NUTS potential: %s%s", self.mode, f" ({self.reason})" if self.reason else "")
+
+    def starting_points(self, chains):
+        """``(chains, D)`` starting points drawn as :attr:`initial` was (Pyro's
+        ``initialize_model`` with the same strategy, from Pyro's random state now)."""
+        init = initialize_model(self.model, model_kwargs=self.program.kwargs, max_plate_nesting=self.nesting,
+                                num_chains=chains, **self._init_kwargs)[0]
+        return torch.cat([init[s.name].reshape(chains, -1) for s in self.sites], -1).detach()
 
     # ------------------------------------------------------------ layout
     def flatten(self, values):

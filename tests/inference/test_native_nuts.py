@@ -67,15 +67,27 @@ def test_native_transitions_equal_the_python_samplers(float64, model, data, step
         assert len(depths) > 1 and diverged == 0
 
 
-def test_native_leapfrog_equals_the_compiled_leaf(float64):
+def test_native_leaf_equals_the_compiled_leaf_row_by_row(float64):
+    """The C++ leaf over three chains (rows, each through the one-chain kernels) equals the
+    compiled one-chain leaf on each row, and its zero-length step gives U and its gradient."""
     potential, native = _native(eight_schools, _schools())
-    z = potential.initial + 0.3
-    r, inverse, step = torch.randn_like(z), torch.rand_like(z) + 0.5, z.new_full((1, 1), 0.2)
-    _, grad = potential.value_and_grad(z)
-    got = native.leapfrog(z, r, grad, step, inverse)
-    expected = potential.leaf(z, r, grad, torch.zeros_like(z), step, 0.5 * step, inverse)
-    for a, b in zip(got, expected[:5]):
-        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    generator = torch.Generator().manual_seed(2)
+    z = potential.initial + torch.randn((3, potential.dim), generator=generator)
+    r, inverse = torch.randn(z.shape, generator=generator), torch.rand(z.shape, generator=generator) + 0.5
+    step, rho = torch.tensor([[0.2], [0.05], [-0.3]]), torch.randn(z.shape, generator=generator)
+    grad = torch.cat([potential.value_and_grad(z[c:c + 1])[1] for c in range(3)])
+    native.threads = 2
+    got = native.leaf(z, r, grad, rho, step, 0.5 * step, inverse)
+    for c in range(3):
+        row = slice(c, c + 1)
+        expected = potential.leaf(z[row], r[row], grad[row], rho[row], step[row], 0.5 * step[row], inverse[row])
+        for a, b in zip(got, expected):
+            assert torch.allclose(a[row], b, rtol=1e-12, atol=1e-12)
+    value, gradient = native.value_and_grad(z)
+    for c in range(3):
+        expected = potential.value_and_grad(z[c:c + 1])
+        assert torch.allclose(value[c:c + 1], expected[0], rtol=1e-12)
+        assert torch.allclose(gradient[c:c + 1], expected[1], rtol=1e-12, atol=1e-12)
 
 
 def gamma_poisson(y):
@@ -86,9 +98,11 @@ def gamma_poisson(y):
         pyro.sample("x", dist.Normal(mean, 2.0), obs=y - 3.0)
 
 
-def test_native_fit_draws_a_conjugate_posterior(caplog):
-    """``ppgen.fit`` with one chain on a compiled potential samples in C++ (its own random
-    numbers: momentum by the polar method, uniforms from xoshiro256**) and matches the
+@pytest.mark.parametrize("chains", [1, 3])
+def test_native_fit_draws_a_conjugate_posterior(caplog, chains):
+    """``ppgen.fit`` on a compiled potential samples in C++ (its own random numbers:
+    momentum by the polar method, uniforms from xoshiro256**; three chains on two threads,
+    each its own generator) and matches the
     exact posterior, Gamma(2 + sum y, 0.5 + n) and a normal mean, within 4.5 Monte Carlo
     standard errors of the mean and of the standard deviation (float32)."""
     y = torch.tensor([3.0, 5.0, 2.0, 4.0, 6.0, 1.0, 3.0, 4.0])
@@ -97,13 +111,17 @@ def test_native_fit_draws_a_conjugate_posterior(caplog):
     precision = 1 / 9.0 + n / 4.0
     exact["mean"] = (float((y - 3.0).sum()) / 4.0 / precision, precision ** -0.5)
     with caplog.at_level(logging.INFO, logger="ppgen"):
-        fit = ppgen.fit(gamma_poisson, {"y": y}, NUTS(num_samples=3000, warmup=500, chains=1, potential="compiled"),
-                        seed=3, progress=False)
-    assert "NUTS transitions: C++" in caplog.text
+        fit = ppgen.fit(gamma_poisson, {"y": y}, NUTS(num_samples=1500, warmup=500, chains=chains,
+                                                      potential="compiled"), seed=3, progress=False)
+    assert f"NUTS transitions: C++ ({chains} chain" in caplog.text
     assert int(fit.sample_stats["diverging"].sum()) == 0
+    assert fit.sample_stats["n_steps"].shape == (chains, 1500)
     idata = fit.to_arviz()
     for name, (mean, sd) in exact.items():
-        draws = idata.posterior[name].values.ravel()
+        draws = idata.posterior[name].values
+        assert draws.shape == (chains, 1500)
+        if chains > 1:  # the chains are independent: no two alike
+            assert len({float(d[-1]) for d in draws}) == chains
         ess = float(az.ess(idata, var_names=[name])[name])
         assert abs(draws.mean() - mean) < 4.5 * sd / ess ** 0.5, name
         assert abs(draws.std() - sd) < 4.5 * sd / (2 * ess) ** 0.5, name
