@@ -12,8 +12,10 @@ sampler gets the same seeds. Efficiency: the minimum bulk ESS (``arviz.ess``)
 over every scalar parameter, divided by wall time, with and without the
 sampler's compile step. ppgen and Pyro run with ``torch.set_num_threads(1)``.
 NumPyro and PyMC run in a fresh process per run (so each pays its own
-compilation). Then the chains table: ppgen and NumPyro (``chain_method=
-"vectorized"``: free-running, and in lockstep) with 1, 4 and 64 chains on each problem, on CPU.
+compilation). Then the chains table: ppgen (its default, every chain's transitions in
+C++ on OpenMP threads; free-running chains batched through the potential; worker
+processes) and NumPyro (``chain_method="vectorized"``) with 1, 4 and 64 chains on each
+problem, on CPU.
 The tables are printed and written to the ``bench_nuts`` section of RESULTS.md.
 """
 
@@ -229,21 +231,22 @@ def bench(problem, seeds, warmup, draws):
 
 
 def bench_chains(problem, counts, seed, warmup, draws, one_chain, parallel_counts=(4,)):
-    """ppgen (free-running and lockstep chains, and in worker processes for
-    ``parallel_counts``) and NumPyro (vectorized) with each chain count; the 1-chain runs
-    are ``one_chain`` (the main table's ppgen and NumPyro records for ``seed``)."""
+    """ppgen (its default, ``chain_method="auto"``: every chain's transitions in C++ on
+    OpenMP threads; free-running chains batched through the potential; in worker
+    processes for ``parallel_counts``) and NumPyro (vectorized) with each chain count; the
+    1-chain runs are ``one_chain`` (the main table's ppgen and NumPyro records for ``seed``)."""
     out = []
     for chains in counts:
         if chains == 1 and one_chain is not None:
             out.append((chains, one_chain[0], None, None, one_chain[1]))
             continue
         print(f"{problem.key}, {chains} chains ...", file=sys.stderr)
-        ppgen_rec = run_ppgen(problem, seed, warmup, draws, chains, chain_method="vectorized")
-        lockstep_rec = run_ppgen(problem, seed, warmup, draws, chains, chain_method="vectorized", free=False)
+        ppgen_rec = run_ppgen(problem, seed, warmup, draws, chains)
+        free_rec = run_ppgen(problem, seed, warmup, draws, chains, chain_method="vectorized")
         parallel_rec = (run_ppgen(problem, seed, warmup, draws, chains, chain_method="parallel")
                         if chains in parallel_counts else None)
         numpyro_rec = run_child("numpyro", problem, seed, warmup, draws, chains)
-        out.append((chains, ppgen_rec, lockstep_rec, parallel_rec, numpyro_rec))
+        out.append((chains, ppgen_rec, free_rec, parallel_rec, numpyro_rec))
     return out
 
 
@@ -292,19 +295,19 @@ def targets_table(results):
 def chains_table(chain_results):
     rows = []
     for key, results in chain_results.items():
-        for chains, p, lock, q, n in results:
+        for chains, p, free, q, n in results:
             def brief(r):
                 return (f"{r['seconds']:.1f} / {r['ess']:.0f} / {r['ess_per_s']:.1f} / "
                         f"{r['ess'] / (r['seconds'] - r['compile']):.1f}") if r else ""
 
             rows.append([key, str(chains), f"{p['seconds']:.1f}", f"{p['compile']:.2f}", f"{p['ess']:.0f}",
-                         f"{p['ess_per_s']:.1f}", f"{p['ess'] / (p['seconds'] - p['compile']):.1f}", brief(lock),
+                         f"{p['ess_per_s']:.1f}", f"{p['ess'] / (p['seconds'] - p['compile']):.1f}", brief(free),
                          brief(q),
                          f"{n['seconds']:.2f} / {n['again']:.2f}", f"{n['ess']:.0f}",
                          f"{n['ess_per_s']:.1f}", f"{n['ess'] / n['again']:.1f}"])
     return table(["problem", "chains", "ppgen wall (s)", "ppgen build (s)", "ppgen min bulk ESS",
                   "ppgen ESS/s", "ppgen ESS/s excl. compile",
-                  "ppgen lockstep: wall s / ESS / ESS/s / excl. compile",
+                  "ppgen free-running, batched: wall s / ESS / ESS/s / excl. compile",
                   "ppgen parallel: wall s / ESS / ESS/s / excl. compile",
                   "NumPyro wall (s), first / again",
                   "NumPyro min bulk ESS", "NumPyro ESS/s", "NumPyro ESS/s excl. compile"], rows)
@@ -312,14 +315,17 @@ def chains_table(chain_results):
 
 NOTES = (
     "Notes. ppgen: `ppgen.fit(program, data, NUTS(num_samples, warmup, chains), seed=s, "
-    "progress=False)`, its own engine (all chains at once on a potential traced from the "
-    "model; with 1000 + 1000 iterations `potential='auto'` compiles it, with its fused leapfrog "
-    "step, by TorchInductor), starting at the prior median (`init_to_median`). Its `excl. "
+    "progress=False)`, its own engine (a potential traced from the model; with 1000 + 1000 "
+    "iterations `potential='auto'` compiles its fused leapfrog step by TorchInductor, and the "
+    "whole NUTS transition runs in C++ around those kernels, `ppgen.inference.native_nuts`), "
+    "starting at the prior median (`init_to_median`). Its `excl. "
     "compile` time is the fit's wall time minus the fit's own `fit.timings['compile']`, the "
     "seconds spent building `ppgen.inference.potential.Potential` (Pyro's `initialize_model`, the "
     "check that the model runs under an extra plate over chains, `make_fx` recording, "
     "TorchInductor compiling, and the checks of the compiled graphs against eager evaluation at "
-    "seven points). The untimed first ppgen run on each problem compiles too, so TorchInductor's "
+    "seven points) and the C++ transition (compiling it, from TorchInductor's C++ code cache "
+    "after the first time, and checking its leaf against the compiled one). The untimed first "
+    "ppgen run on each problem compiles too, so TorchInductor's "
     "on-disk cache of compiled kernels is warm, as pytensor's is for PyMC. The potential mode "
     "column says which potential was used (`compiled`: TorchInductor; `jit`: TorchScript) or why "
     "ppgen fell back. "
@@ -412,12 +418,14 @@ def main(argv=None):
         parts.append(f"### Several chains (CPU; seed {seeds[0]}; {args.warmup} warm-up + "
                      f"{args.draws} draws per chain; ESS over all chains together)\n\n"
                      + chains_table(chain_results)
-                     + "\n\nThe 1-chain rows are the main tables' seed-0 runs. ppgen: "
-                     "`chain_method='vectorized'`: free-running chains (each its own tree and warm-up, "
-                     "one compiled kernel a leaf for all chains; `ppgen.inference.free_chains`), the same "
-                     "in lockstep (`fast_mcmc.FREE_CHAINS = False`: all chains start each transition "
-                     "together), and `'parallel'` (each chain alone in a forked worker process, one per core; "
-                     "its build time is the longest of the workers'). NumPyro: "
+                     + "\n\nThe 1-chain rows are the main tables' seed-0 runs. ppgen: its default "
+                     "(`chain_method='auto'`): every chain's transitions in C++ on the one-chain "
+                     "kernels (`ppgen.inference.native_nuts`), the chains spread over min(chains, cores) "
+                     "OpenMP threads; `chain_method='vectorized'`: free-running chains batched through "
+                     "the potential (each its own tree and warm-up, one compiled kernel a leaf for all "
+                     "chains; `ppgen.inference.free_chains`); and `'parallel'` (each chain alone in a "
+                     "forked worker process, one per core; its build time is the longest of the "
+                     "workers'). NumPyro: "
                      "`MCMC(..., num_chains=C, chain_method='vectorized')`, first and second run as "
                      "above. CPU only: the script has no GPU case (this machine has none).")
     parts.append(NOTES)

@@ -1,19 +1,27 @@
 """ppgen's own NUTS/HMC engine: every chain at once over a flat potential.
 
 The model is traced once into a :class:`~ppgen.inference.potential.Potential`
-(batched over chains and compiled by ``torch.jit.trace`` where that is safe),
-then :class:`~ppgen.inference.nuts.Sampler` moves all chains in lockstep, with
-Stan's warm-up (:mod:`ppgen.inference.adaptation`). Several NUTS chains on a
-compiled potential with a diagonal metric run free instead
-(:mod:`ppgen.inference.free_chains`: each chain its own trees and warm-up, none
-waiting for another's longest tree; ``FREE_CHAINS = False`` keeps them in
-lockstep). Draws come back per site in the constrained space, shaped ``(chains, draws, ...)``, with per-draw statistics
-for ArviZ's ``sample_stats``: ``diverging``, ``tree_depth``, ``n_steps``,
-``step_size``, ``acceptance_rate``, ``energy`` and ``lp``.
+(batched over chains and compiled by ``torch.jit.trace`` or TorchInductor where that
+is safe), then :class:`~ppgen.inference.nuts.Sampler` moves all chains in lockstep,
+with Stan's warm-up (:mod:`ppgen.inference.adaptation`).
+
+* NUTS with a diagonal metric on a compiled potential (a long run on the CPU): every
+  transition in C++ (:mod:`ppgen.inference.native_nuts`) on the one-chain kernels;
+  several chains (``chain_method="auto"``) each alone, on OpenMP threads, adapted
+  together here between transitions. Where the compiled leaf calls more than C++
+  kernels, the Python paths below, with the reason logged.
+* Several NUTS chains batched through the potential (``chain_method="vectorized"``,
+  or where C++ does not apply) on a compiled potential run free
+  (:mod:`ppgen.inference.free_chains`: each chain its own trees and warm-up, none
+  waiting for another's longest tree; ``FREE_CHAINS = False`` keeps them in
+  lockstep).
+
+Draws come back per site in the constrained space, shaped ``(chains, draws, ...)``,
+with per-draw statistics for ArviZ's ``sample_stats``: ``diverging``, ``tree_depth``,
+``n_steps``, ``step_size``, ``acceptance_rate``, ``energy`` and ``lp``.
 
 ``NUTS(engine="pyro")`` keeps Pyro's own kernels (:mod:`ppgen.inference.mcmc`).
 """
-
 from __future__ import annotations
 
 import logging
