@@ -86,7 +86,7 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
     z = potential.initial
     if native is not None and chains > 1:
         z = potential.starting_points(chains)
-        native.threads = min(chains, os.cpu_count() or 1)
+        native.threads = min(chains, os.cpu_count() or 1) if native.thread_safe else 1
     # several chains on a compiled potential: each leaf's bookkeeping compiled with it, the
     # chains free-running (NUTS) or in lockstep (HMC, or where the free-running leaf fails)
     batched = potential.chains > 1

@@ -8,8 +8,9 @@ the tree's bookkeeping is a dozen Python operations a leaf. Here the whole
 transition (momentum draw, tree doubling, block U-turn checks, multinomial proposal;
 :meth:`Sampler._transition_single`'s algorithm) runs in C++ (``native_nuts.cpp``),
 calling the model's own TorchInductor kernels directly on buffers allocated once per
-transition; Python sees one call per draw. Measured on eight schools (one chain,
-2 cores): 0.6 us a leaf and 9 us a transition, against 17 us and 270 us in Python.
+transition; Python sees one call per draw. Measured (``benchmarks/bench_transition.py``,
+one chain, float32): 1.4 us a leaf against 23 in Python on eight schools, 8.2 against
+30 on a 1000 x 25 logistic regression, 6.7 against 37 on low_dim_gauss_mix.
 
 Several chains: each chain is a row, and runs alone through the same one-chain
 kernels (its own tree, nothing masked or waited for), the rows spread over OpenMP
@@ -63,8 +64,9 @@ class NativeNUTS:
     """NUTS transitions and leapfrog steps in C++, for any number of chains with a diagonal
     metric: each chain (row) alone, several on ``threads`` OpenMP threads."""
 
-    def __init__(self, entry, constants, max_tree_depth, seed, threads=1):
+    def __init__(self, entry, constants, max_tree_depth, seed, threads=1, thread_safe=True):
         self._entry, self._constants = entry, constants  # (keeps the constants alive)
+        self.thread_safe = thread_safe
         self._pointers = torch.tensor([t.data_ptr() for t in constants] or [0], dtype=torch.int64)
         self.max_tree_depth, self.threads, self._seed, self._count = max_tree_depth, threads, seed, 0
         self._unused = torch.zeros(1, dtype=torch.float64)
@@ -146,7 +148,7 @@ def compile_native_nuts(potential, max_tree_depth, generator):
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - Inductor internals or the C++ compiler: keep Python's loop
         return None, f"building failed ({type(exc).__name__}: {str(exc)[:200]})"
-    native = NativeNUTS(entry, program["constants"], max_tree_depth, 0)
+    native = NativeNUTS(entry, program["constants"], max_tree_depth, 0, thread_safe=program["thread_safe"])
     native.reseed(generator)
     why = _check(native, leaf, potential)
     return (None, why) if why else (native, "")
@@ -238,6 +240,9 @@ def _source(program, dim, dtype):
     """The C++ translation unit: the model's kernels, the recorded leaf, ``native_nuts.cpp``."""
     sources = _kernel_sources(program["file"])
     used = list(dict.fromkeys(name for name, _ in program["calls"]))
+    # Integer division by zero is reported through one process-wide flag, which kernels
+    # running on several threads at once would share: such a leaf runs one chain at a time.
+    program["thread_safe"] = not any("integer_div_by_zero" in sources.get(n, ("", ""))[1] for n in used)
     parts, index = [], {}
     for i, name in enumerate(used):
         if name not in sources:

@@ -33,7 +33,8 @@ in C++): correct, but 17 us a leaf on eight schools, where these Python floats
 around the compiled leaf take 19.6; the generated loop allocates some thirty
 buffers an iteration, and the allocator, not the arithmetic, sets the pace.
 :mod:`~ppgen.inference.native_nuts` avoids both: its buffers are allocated once a
-transition and its loop is plain C++ (0.6 us a leaf on eight schools).
+transition and its loop is plain C++ (1.4 us a leaf on eight schools,
+``benchmarks/bench_transition.py``).
 
 Everything here is functional: a :class:`Metric` and per-chain step sizes
 (shape ``(C, 1)``) in, a new :class:`State` and per-chain statistics out.
