@@ -127,12 +127,14 @@ def test_native_fit_draws_a_conjugate_posterior(caplog, chains):
         assert abs(draws.std() - sd) < 4.5 * sd / (2 * ess) ** 0.5, name
 
 
-def test_a_leaf_calling_aten_is_refused_and_sampled_in_python(caplog):
+@pytest.mark.parametrize("chains", [1, 2])
+def test_a_leaf_calling_aten_is_refused_and_sampled_in_python(caplog, chains):
     """A model whose compiled leaf calls an ATen kernel between TorchInductor's (here a
-    Cholesky factor) keeps the Python transition, and says why."""
+    Cholesky factor) keeps the Python transition, and says why; several chains are then
+    batched through a potential built for them."""
     def model(y):
         a = pyro.sample("a", dist.LogNormal(0.0, 0.5))
-        cov = torch.eye(3) + a * torch.ones(3, 3)
+        cov = torch.eye(3) + a[..., None, None] * torch.ones(3, 3)  # a batch of chains, if any
         with pyro.plate("rows", y.shape[0]):
             pyro.sample("y", dist.MultivariateNormal(torch.zeros(3), cov), obs=y)
 
@@ -142,7 +144,8 @@ def test_a_leaf_calling_aten_is_refused_and_sampled_in_python(caplog):
     native, why = compile_native_nuts(potential, 10, torch.Generator().manual_seed(0))
     assert native is None and "more than C++ kernels" in why
     with caplog.at_level(logging.INFO, logger="ppgen"):
-        fit = ppgen.fit(model, {"y": y}, NUTS(num_samples=200, warmup=200, chains=1, potential="compiled"),
+        fit = ppgen.fit(model, {"y": y}, NUTS(num_samples=200, warmup=200, chains=chains, potential="compiled"),
                         seed=0, progress=False)
     assert "NUTS transitions: Python (the compiled leaf calls more than C++ kernels" in caplog.text
-    assert fit.posterior["a"].shape == (1, 200)
+    assert fit.posterior["a"].shape == (chains, 200)
+    assert torch.isfinite(fit.posterior["a"]).all() and (fit.posterior["a"] > 0).all()
