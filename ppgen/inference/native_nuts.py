@@ -62,7 +62,11 @@ _ENTRY = re.compile(r'extern\s+"C"\s+void\s+kernel\s*\(')
 
 class NativeNUTS:
     """NUTS transitions and leapfrog steps in C++, for any number of chains with a diagonal
-    metric: each chain (row) alone, several on ``threads`` OpenMP threads."""
+    metric: each chain (row) alone, several on ``threads`` OpenMP threads.
+
+    Like the compiled leaf, it takes its inputs' layout on trust (the sampler's own
+    tensors): contiguous, in the potential's dtype, ``(C, D)`` positions, gradients,
+    momenta and inverse metric, ``(C,)`` potentials and ``(C, 1)`` step sizes."""
 
     def __init__(self, entry, constants, max_tree_depth, seed, threads=1, thread_safe=True):
         self._entry, self._constants = entry, constants  # (keeps the constants alive)
