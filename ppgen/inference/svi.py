@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..errors import MethodError
 from .checkpoint import FORMAT, atomic_save, resume_from
-from .elbos import ModelObjective, PerDatumRenyi
+from .elbos import ModelObjective, PerDatumRenyi, ReparamTrace_ELBO
 from .guides import AutoFlow
 
 log = logging.getLogger("ppgen")
@@ -84,8 +84,13 @@ def choose_elbo(program, method):
     if program.has_enumeration and program.guide is None and not callable(method.guide):
         raise MethodError(f"SVI(elbo={name!r}) cannot sum out the discrete sites "
                           f"{[s.name for s in program.discrete_sites]}; use elbo='enum'")
-    return {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO,
+    elbo = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO,
             "graph": TraceGraph_ELBO}[name](max_plate_nesting=program.max_plate_nesting, **kwargs)
+    if name == "trace" and method.num_particles == 1 and program.generative is not None \
+            and not program.has_enumeration:
+        # a ppgen model (its data checked on the way in, Pyro's validation off in the loop)
+        return ReparamTrace_ELBO(fallback=elbo)
+    return elbo
 
 
 class _Objective:
@@ -262,18 +267,20 @@ def _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt
         check()
         optimizer.zero_grad()
         loss = objective.loss(state=state)
-        if not torch.isfinite(loss):
-            raise MethodError(f"SVI: the loss became {float(loss)} at step {state['step']}; "
+        value = loss.item()
+        if not math.isfinite(value):
+            raise MethodError(f"SVI: the loss became {value} at step {state['step']}; "
                               "lower lr, set clip_norm, or check the model")
         loss.backward()
         if method.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(list(params.values()), method.clip_norm)
         optimizer.step()
-        scheduler.step()
+        if method.lr_decay != 1.0:  # (a constant rate: nothing to step, a few us saved a step)
+            scheduler.step()
         if after_step is not None:
             after_step()
         state["step"] += 1
-        state["losses"].append(loss.item())
+        state["losses"].append(value)
         bar.update()
         if validation_kwargs is not None and state["step"] % method.eval_every == 0:
             _evaluate(objective, validation_kwargs, params, state, method)
