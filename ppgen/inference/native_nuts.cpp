@@ -140,13 +140,12 @@ struct Transition {
     Leaf& leaf;
     Uniforms& draws;
     double energy0;
-    int max_depth;
-    std::vector<double> rho, block_rho, block_v_rho, scratch_sum;
+    std::vector<double> rho, block_rho, scratch_sum;
     std::vector<real> block_v;
     Proposal sub_proposal;
 
     Transition(Leaf& leaf_, Uniforms& draws_, double energy0_, int max_depth_)
-        : leaf(leaf_), draws(draws_), energy0(energy0_), max_depth(max_depth_), rho(D),
+        : leaf(leaf_), draws(draws_), energy0(energy0_), rho(D),
           block_rho((max_depth_ + 1) * D), scratch_sum(D), block_v((max_depth_ + 1) * D) {}
 
     // 2^j leaves from p (which ends as the subtree's far end); the subtree's momentum sum in rho

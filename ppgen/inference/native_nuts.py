@@ -41,7 +41,6 @@ random numbers instead, which is how the tests check the two make the same trees
 from __future__ import annotations
 
 import ast
-import logging
 import re
 from importlib import resources
 
@@ -49,8 +48,6 @@ import torch
 
 from .inductor import _disagreement, with_globals
 from .nuts import State
-
-log = logging.getLogger("ppgen")
 
 #: Global names a qualifying wrapper's ``call`` may use besides its kernels and constants.
 _PLAIN_NAMES = {"empty_strided_cpu", "reinterpret_tensor", "torch", "clear",
