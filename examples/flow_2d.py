@@ -14,7 +14,7 @@ import torch
 import ppgen
 from ppgen.inference import MAP, SVI
 from ppgen.models import MAF, NeuralSplineFlow
-from ppgen.models.flow import two_moons
+from ppgen.models.synthetic import two_moons
 
 quick = os.environ.get("PPGEN_QUICK") == "1"
 steps = 30 if quick else 2000

@@ -24,7 +24,7 @@ from ppgen.diagnostics import (
 )
 from ppgen.inference import SVI
 from ppgen.models import VAE, ConditionalVAE, ConvVAE
-from ppgen.models.vae_base import ConditionalData
+from ppgen.models.vae.base import ConditionalData
 
 torch.set_num_threads(1)
 quick = os.environ.get("PPGEN_QUICK") == "1"

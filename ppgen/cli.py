@@ -4,7 +4,7 @@
 
     ppgen models                       the registered model families and their methods
     ppgen datasets [NAME]              the embedded datasets (or one's source and licence)
-    ppgen fit MODEL --data NAME_OR_CSV --method svi|map|nuts|hmc|exact --out DIR [...]
+    ppgen fit MODEL --data NAME_OR_CSV --method METHOD --out DIR [...]   (METHOD: see `ppgen fit -h`)
     torchrun --nproc-per-node N -m ppgen.cli fit ...   the same, data-parallel over N processes
     ppgen demo [--out DIR] [--quick]   every family, every method, one report folder
 
@@ -23,7 +23,20 @@ import time
 
 from .errors import DataError, DatasetError, PpgenError
 
-METHOD_CHOICES = ("svi", "map", "nuts", "hmc", "exact")
+#: constructor arguments that take the number of data columns when not given
+DATA_WIDTHS = ("dim", "data_dim", "n_visible")
+
+#: ``ppgen fit``'s options that set a method's settings (which method takes which:
+#: each method's ``options``), with their help.
+METHOD_OPTIONS = {
+    "num_steps": "optimisation steps",
+    "num_epochs": "passes over the data",
+    "num_samples": "posterior draws (guide draws for svi)",
+    "warmup": "warm-up steps per chain",
+    "chains": "chains",
+    "batch_size": "minibatch size; the global batch when distributed",
+    "checkpoint": "checkpoint file written and resumed from",
+}
 
 
 class UsageError(PpgenError, ValueError):
@@ -88,7 +101,8 @@ def load_table(spec, columns=None):
 
 
 def build_model(cls, params, n_columns):
-    """``cls(**params)``, with ``dim`` from the data when the class takes it and it is not given."""
+    """``cls(**params)``, with the data's width (``dim``, ``data_dim`` or ``n_visible``, whichever
+    the class takes) from the number of data columns when it is not given."""
     signature = inspect.signature(cls.__init__)
     accepted = {name: p for name, p in signature.parameters.items()
                 if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
@@ -97,8 +111,9 @@ def build_model(cls, params, n_columns):
         raise UsageError(f"{cls.__name__} has no parameter(s) {', '.join(unknown)}; "
                          f"it takes {', '.join(accepted) or 'none'}")
     params = dict(params)
-    if "dim" in accepted and "dim" not in params:
-        params["dim"] = n_columns
+    for width in DATA_WIDTHS:
+        if width in accepted and width not in params:
+            params[width] = n_columns
     missing = [name for name, p in accepted.items() if p.default is p.empty and name not in params]
     if missing:
         raise UsageError(f"{cls.__name__} needs " + " ".join(f"--param {m}=..." for m in missing))
@@ -110,30 +125,19 @@ def build_model(cls, params, n_columns):
 
 def build_method(args):
     """The inference method object from ``fit``'s options."""
-    from .inference import HMC, MAP, NUTS, SVI, Exact
+    from .inference import METHODS
 
-    name = args.method
-    given = {"--num-steps": args.num_steps, "--num-samples": args.num_samples,
-             "--warmup": args.warmup, "--chains": args.chains,
-             "--batch-size": getattr(args, "batch_size", None), "--checkpoint": getattr(args, "checkpoint", None)}
-    applies = {"svi": ("--num-steps", "--num-samples", "--batch-size", "--checkpoint"),
-               "map": ("--num-steps", "--batch-size", "--checkpoint"),
-               "nuts": ("--num-samples", "--warmup", "--chains"),
-               "hmc": ("--num-samples", "--warmup", "--chains"), "exact": ("--num-samples",)}
-    extra = [flag for flag, value in given.items() if value is not None and flag not in applies[name]]
+    cls = METHODS[args.method]
+    given = {option: getattr(args, option, None) for option in METHOD_OPTIONS}
+    extra = [_flag(option) for option, value in given.items() if value is not None and option not in cls.options]
     if extra:
-        raise UsageError(f"{', '.join(extra)} do(es) not apply to --method {name} "
-                         f"(it takes {', '.join(applies[name])})")
-    if name in ("svi", "map"):
-        kwargs = {"num_steps": args.num_steps, "batch_size": given["--batch-size"],
-                  "checkpoint": given["--checkpoint"]}
-        if name == "svi":
-            kwargs["num_posterior_samples"] = args.num_samples
-        return (SVI if name == "svi" else MAP)(**{k: v for k, v in kwargs.items() if v is not None})
-    if name in ("nuts", "hmc"):
-        kwargs = {"num_samples": args.num_samples, "warmup": args.warmup, "chains": args.chains}
-        return (NUTS if name == "nuts" else HMC)(**{k: v for k, v in kwargs.items() if v is not None})
-    return Exact(**({} if args.num_samples is None else {"num_samples": args.num_samples}))
+        raise UsageError(f"{', '.join(extra)} do(es) not apply to --method {args.method} "
+                         f"(it takes {', '.join(map(_flag, cls.options)) or 'none'})")
+    return cls(**{cls.options[option]: value for option, value in given.items() if value is not None})
+
+
+def _flag(option):
+    return "--" + option.replace("_", "-")
 
 
 def _one_line(exc):
@@ -143,7 +147,7 @@ def _one_line(exc):
 
 # --------------------------------------------------------------------- commands
 def cmd_models(args, out):
-    from .models import registry
+    from . import registry
 
     rows = registry.table()
     headers = {"model": "model", "methods": "methods", "log_prob": "log_prob", "summary": "summary"}
@@ -172,10 +176,10 @@ def cmd_fit(args, out):
     _use_agg()
     import ppgen
 
-    from . import diagnostics
+    from . import diagnostics, registry
     from . import distributed as dist
     from .inference import MAP, Exact
-    from .models import registry
+    from .model import ExactPosterior
     from .report import point_log_likelihood, quiet
 
     cls = registry.model_class(args.model)
@@ -191,7 +195,7 @@ def cmd_fit(args, out):
     start = time.perf_counter()
     try:
         if (isinstance(method, Exact) and model.supports("exact") and model.supports("map")
-                and not hasattr(model, "exact_posterior")):
+                and not isinstance(model, ExactPosterior)):
             # Continuous sites cannot be enumerated: fix them at a MAP estimate first.
             print(f"exact: fixing {cls.__name__}'s continuous sites at a MAP estimate first", file=out)
             map_fit = ppgen.fit(model, data, MAP(), seed=args.seed, progress=progress, distributed=multi)
@@ -215,8 +219,10 @@ def cmd_fit(args, out):
 
     with quiet():
         fit.to_arviz().to_netcdf(path("posterior.nc"))
-        summary = fit.summary()
-    summary.to_csv(path("summary.csv"))
+        # a neural family's weights are a point estimate: no posterior to summarise
+        summary = fit.summary() if fit.posterior else None
+    if summary is not None:
+        summary.to_csv(path("summary.csv"))
     fit.save(path("fit.pt"))
     plots = []
     if fit.losses:
@@ -235,11 +241,13 @@ def cmd_fit(args, out):
     print(f"{cls.__name__} fitted by {method.name} on {args.data} "
           f"({frame.shape[0]} x {frame.shape[1]}: {', '.join(map(str, frame.columns))}) "
           f"in {seconds:.1f} s", file=out)
-    print(f"log p(x) per datum at the point estimate: {point_log_likelihood(fit):.4f} nats",
-          file=out)
+    density = point_log_likelihood(fit)
+    print("log p(x) per datum at the point estimate: " + (f"{density:.4f} nats" if density is not None else
+                                                          f"none ({cls.__name__} has no density)"), file=out)
     if fit.log_evidence is not None:
         print(f"log evidence: {fit.log_evidence:.4f} nats", file=out)
-    rows = summary.loc[[i for i in summary.index if i.split("[")[0] in shown]] if shown else summary
+    rows = () if summary is None else \
+        summary.loc[[i for i in summary.index if i.split("[")[0] in shown]] if shown else summary
     if 0 < len(rows) <= 40:
         import pandas as pd
 
@@ -302,19 +310,18 @@ def build_parser():
     p.add_argument("model", metavar="MODEL", help="a registered family (see `ppgen models`)")
     p.add_argument("--data", required=True, metavar="NAME_OR_CSV",
                    help="an embedded dataset (see `ppgen datasets`) or a CSV file path")
-    p.add_argument("--method", required=True, choices=METHOD_CHOICES)
+    from .inference import METHODS
+
+    p.add_argument("--method", required=True, choices=sorted(METHODS))
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a model constructor argument, e.g. --param n_components=2 (repeatable); "
-                        "dim defaults to the number of data columns")
+                        f"{', '.join(DATA_WIDTHS)} default to the number of data columns")
     p.add_argument("--columns", metavar="A,B", help="the data columns to use (default: all numeric)")
-    p.add_argument("--num-steps", type=int, help="optimisation steps (svi, map)")
-    p.add_argument("--num-samples", type=int,
-                   help="posterior draws (nuts, hmc, exact; guide draws for svi)")
-    p.add_argument("--warmup", type=int, help="warm-up steps per chain (nuts, hmc)")
-    p.add_argument("--chains", type=int, help="chains (nuts, hmc)")
-    p.add_argument("--batch-size", type=int, help="minibatch size (svi, map); the global batch when distributed")
-    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint file written and resumed from (svi, map)")
+    for option, text in METHOD_OPTIONS.items():
+        takers = ", ".join(name for name, cls in sorted(METHODS.items()) if option in cls.options)
+        kind = {"type": int} if option != "checkpoint" else {"metavar": "FILE"}
+        p.add_argument(_flag(option), **kind, help=f"{text} ({takers})")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over a torchrun process group (implied when launched by torchrun)")
     p.add_argument("--seed", type=int, default=0)

@@ -24,17 +24,24 @@ The *point parameters* are the model's current estimate of its global sites
 (buffers in ``self.point``, so ``.to(device)`` and ``.double()`` move them and
 ``state_dict`` saves them). ``ppgen.fit`` writes its estimate back into them, the
 way scikit-learn's ``fit`` sets attributes on the estimator.
+
+Optional abilities are the protocols below (:class:`SolvesMAP`,
+:class:`ExactPosterior`, :class:`EnergyBased`, :class:`AdversarialPair`,
+:class:`OwnObjective`, :class:`TrainingState`, :class:`TracedOnFewRows`): a family
+has one by defining its methods, and the inference methods check for it with
+``isinstance``. Conditioning data (class labels, context vectors) reach every
+program, guide and ``log_likelihood`` as the keyword ``condition``.
 """
 
 from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from pyro.nn import PyroModule
 
 from .data import as_tensor
 from .errors import ModelError
-
-METHOD_NAMES = ("svi", "map", "nuts", "hmc", "exact", "cd", "adversarial")
 
 
 class PointParams(torch.nn.Module):
@@ -55,9 +62,10 @@ class GenerativeModel(PyroModule):
     """Base class of ppgen's model families; see the module docstring."""
 
     #: ``"exact"``, ``"bound"`` or ``"none"``: what :meth:`log_prob` returns.
-    log_prob_kind = "exact"
-    #: the inference methods the family supports (names in :data:`METHOD_NAMES`).
-    methods: tuple = ()
+    log_prob_kind: ClassVar[str] = "exact"
+    #: the inference methods the family supports (names of
+    #: :data:`ppgen.inference.methods.METHODS`).
+    methods: ClassVar[tuple[str, ...]] = ()
     #: the name of the site that observes the data.
     observed_site = "obs"
     #: the name of the plate over data points.
@@ -65,7 +73,7 @@ class GenerativeModel(PyroModule):
     #: families with a natural guide override this with a method.
     guide = None
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.point = PointParams()
 
@@ -163,7 +171,8 @@ class GenerativeModel(PyroModule):
         """Mean log-likelihood per datum in nats (scikit-learn's ``score``)."""
         return float(self.log_prob(data).mean())
 
-    def supports(self, method_name):
+    def supports(self, method_name: str) -> bool:
+        """Whether the family supports the inference method called ``method_name``."""
         return method_name in self.methods
 
     def extra_repr(self):
@@ -171,3 +180,94 @@ class GenerativeModel(PyroModule):
             return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         except NotImplementedError:
             return ""
+
+
+# ------------------------------------------------------------ optional abilities
+@runtime_checkable
+class SolvesMAP(Protocol):
+    """A family with its own MAP solver (EM, or a closed form), which ``MAP()`` runs.
+
+    ``fit_map`` sets the point parameters and returns at least ``{"loss": [...],
+    "seconds": float}``; ``kwargs`` are the other keywords of ``data_kwargs``.
+    """
+
+    def fit_map(self, data: Any, *, max_iter: int, tol: float, n_init: int,
+                generator: torch.Generator | None, **kwargs: Any) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ExactPosterior(Protocol):
+    """A family whose posterior ``Exact()`` gives in closed form (conjugate models), or
+    whose local latents it gives exactly at the point parameters (HMM states)."""
+
+    def exact_posterior(self, data: Any, **kwargs: Any) -> Any: ...
+
+
+@runtime_checkable
+class EnergyBased(Protocol):
+    """An energy-based model that ``ContrastiveDivergence`` trains.
+
+    ``cd_step(v_data, v_start, k, generator)`` returns the CD estimate of the
+    gradient of the mean negative log-likelihood, by parameter name, and the
+    negative samples after ``k`` Gibbs sweeps; ``cd_monitor(v, generator)`` is a
+    per-datum training loss, described by the class attribute ``cd_monitor_name`` where
+    the family sets one.
+    """
+
+    def cd_step(self, v_data: torch.Tensor, v_start: torch.Tensor | None = None, k: int = 1,
+                generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]: ...
+
+    def cd_monitor(self, v: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class AdversarialPair(Protocol):
+    """A generator and a discriminator that ``Adversarial`` trains against each other.
+
+    ``generate(z)`` is the generator network (the one the Pyro program's ``x = G(z)``
+    site calls) on codes ``z`` of ``latent_dim``; ``packed(x)`` groups samples into
+    discriminator inputs of ``pack`` samples; ``critic(packed)`` gives one logit per
+    input.
+    """
+
+    latent_dim: int
+    pack: int
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def critic(self, packed: torch.Tensor) -> torch.Tensor: ...
+
+    def generator_parameters(self) -> list[torch.nn.Parameter]: ...
+
+    def discriminator_parameters(self) -> list[torch.nn.Parameter]: ...
+
+
+@runtime_checkable
+class OwnObjective(Protocol):
+    """A family trained on an objective of its own rather than the ELBO (a diffusion
+    model's noise-prediction loss); ``SVI`` uses it unless told an ``elbo``."""
+
+    def training_objective(self, data: Any, **kwargs: Any) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class TrainingState(Protocol):
+    """Training state besides the parameters (a diffusion model's weight average):
+    the training loop calls ``after_step()`` after every optimiser step and
+    checkpoints ``training_state()``, which ``load_training_state`` restores."""
+
+    def after_step(self) -> None: ...
+
+    def training_state(self) -> dict[str, Any]: ...
+
+    def load_training_state(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class TracedOnFewRows(Protocol):
+    """A family whose trace costs much per datum (a diffusion model's reverse chain):
+    ``analysis_kwargs`` picks the rows ``ppgen.fit`` traces to learn the sites."""
+
+    def analysis_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]: ...

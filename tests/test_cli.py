@@ -30,7 +30,7 @@ def test_models_lists_families_and_methods(capsys):
     assert lines[0].split()[:3] == ["model", "methods", "log_prob"]
     row = next(line for line in lines if line.startswith("GaussianMixture"))
     assert "svi, map, nuts, hmc, exact" in row and "exact" in row
-    for name in ppgen.models.registry.families():
+    for name in ppgen.registry.families():
         assert any(line.startswith(name) for line in lines), name
 
 
@@ -144,7 +144,7 @@ def test_demo_quick(capsys, tmp_path):
     assert code == 0, err
     report = (out_dir / "report.md").read_text()
     assert report.startswith("# ppgen demo report")
-    families = ppgen.models.registry.families()
+    families = ppgen.registry.families()
     for name in families:
         assert f"## {name}" in report, name
     assert "Comparison (PSIS-LOO" in report and "elpd_loo" in report

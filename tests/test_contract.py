@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import ppgen
+from ppgen import registry
 from ppgen.inference import HMC, MAP, NUTS, SVI, Adversarial, ContrastiveDivergence, Exact
-from ppgen.models import registry
 
 TINY = {"svi": SVI(num_steps=20, num_posterior_samples=20),
         "map": MAP(num_steps=20, max_iter=20),

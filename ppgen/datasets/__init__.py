@@ -20,12 +20,12 @@ PacGAN/VEEGAN, whose centres and std ``mixture_modes(name)`` gives.
 reference draws from a local copy of posteriordb.
 """
 
+from ..models.synthetic import grid, mixture_modes, ring, two_moons
 from .embedded import describe, load, names
 from .images import load_binarized_mnist, load_digits, load_mnist, read_idx
 from .posteriordb import load_posteriordb, posteriordb_names
-from .synthetic import grid, mixture_modes, ring
 from .tables import read_csv, select_columns
 
 __all__ = ["load", "names", "describe", "read_csv", "select_columns", "load_digits", "load_mnist",
            "load_binarized_mnist", "read_idx", "load_posteriordb", "posteriordb_names",
-           "ring", "grid", "mixture_modes"]
+           "ring", "grid", "mixture_modes", "two_moons"]

@@ -87,7 +87,7 @@ def reconstruction_grid(model, data, n=8, image_shape=None):
 
 def latent_plot(model, data, labels=None, ax=None):
     """The codes of ``data`` (``model.codes``; the first two dimensions), coloured by ``labels``."""
-    from .plots import _new_axes
+    from .plots import new_axes
 
     z = _numpy(model.codes(data))
     if z.ndim != 2 or z.shape[1] < 2:
@@ -95,7 +95,7 @@ def latent_plot(model, data, labels=None, ax=None):
             z = np.column_stack([z[:, 0], np.zeros(len(z))])
         else:
             raise DataError(f"codes of shape {z.shape}: expected (N, L)")
-    fig, ax = _new_axes(ax, figsize=(5.0, 4.5))
+    fig, ax = new_axes(ax, figsize=(5.0, 4.5))
     colors = None if labels is None else _numpy(labels)
     points = ax.scatter(z[:, 0], z[:, 1], c=colors, s=6, cmap="tab10", alpha=0.8)
     if labels is not None:

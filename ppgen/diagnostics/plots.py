@@ -23,7 +23,7 @@ from .convert import fit_name, to_arviz
 LOG_STEPS_ABOVE = 1000
 
 
-def _new_axes(ax, figsize=(6.0, 4.0)):
+def new_axes(ax, figsize=(6.0, 4.0)):
     if ax is not None:
         return ax.figure, ax
     from matplotlib.figure import Figure
@@ -50,7 +50,7 @@ def plot_loss(fit, ax=None):
     if not losses:
         raise ModelError(f"plot_loss: {fit_name(fit)} has no training losses "
                          "(only SVI and MAP fits record them)")
-    fig, ax = _new_axes(ax)
+    fig, ax = new_axes(ax)
     steps = np.arange(1, len(losses) + 1)
     ax.plot(steps, losses, lw=1.0, label="training")
     if fit.val_losses:
@@ -114,7 +114,7 @@ def plot_samples(samples, data, ax=None, dims=(0, 1)):
     if samples.shape[1] != data.shape[1]:
         raise DataError(f"samples have {samples.shape[1]} features per point but data have "
                         f"{data.shape[1]}")
-    fig, ax = _new_axes(ax)
+    fig, ax = new_axes(ax)
     if data.shape[1] == 1:
         both = np.concatenate([samples[:, 0], data[:, 0]])
         bins = np.histogram_bin_edges(both, bins=int(np.clip(np.sqrt(both.size), 10, 60)))

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from ..errors import MethodError
 from .checkpoint import FORMAT, atomic_save, resume_from
-from .svi import _DeferredInterrupt
+from .svi import DeferredInterrupt
 
 log = logging.getLogger("ppgen")
 
@@ -49,7 +49,7 @@ PROTOCOL = ("generate", "packed", "critic", "generator_parameters", "discriminat
 FLUSH_EVERY = 100
 
 
-def _check_protocol(model):
+def check_adversarial_pair(model):
     missing = [name for name in PROTOCOL if not callable(getattr(model, name, None))]
     if model is None or missing:
         owner = type(model).__name__ if model is not None else "a plain Pyro program"
@@ -93,7 +93,7 @@ def generator_loss(model, fake, method):
     return F.softplus(-scores).mean() if method.loss == "nonsaturating" else -scores.mean()
 
 
-class _Batches:
+class Batches:
     """Minibatches of ``rows`` data points from epoch-wise permutations (a last
     chunk shorter than ``rows`` is skipped); the position lives in ``state``."""
 
@@ -117,7 +117,7 @@ class _Batches:
 def run_adversarial(program, method, *, seed, progress, fingerprint):
     """Train ``program.generative`` adversarially; return its losses and timing."""
     model = program.generative
-    _check_protocol(model)
+    check_adversarial_pair(model)
     data = program.kwargs["data"]
     if data.shape[0] < model.pack:
         raise MethodError(f"Adversarial: {data.shape[0]} data points cannot fill one discriminator input of "
@@ -135,7 +135,7 @@ def run_adversarial(program, method, *, seed, progress, fingerprint):
     pending = []
 
     def snapshot():
-        _flush(pending, state)
+        flush_losses(pending, state)
         return {"format": FORMAT, "kind": "checkpoint", "fingerprint": fingerprint,
                 "params": {k: v.detach().clone() for k, v in tensors.items()},
                 "optimizer": {"generator": opt_g.state_dict(), "discriminator": opt_d.state_dict()},
@@ -149,10 +149,10 @@ def run_adversarial(program, method, *, seed, progress, fingerprint):
             generator.set_state(saved["generator"])
             state = saved["state"]
             log.info("resumed Adversarial from %s at step %d", method.checkpoint, state["step"])
-    batches = _Batches(data, rows, generator, state)
+    batches = Batches(data, rows, generator, state)
     model.train()
     start = time.perf_counter()
-    interrupt = _DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
+    interrupt = DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
     bar = tqdm(total=method.num_steps, initial=min(state["step"], method.num_steps), disable=not progress,
                desc="Adversarial", leave=False)
     try:
@@ -166,7 +166,7 @@ def run_adversarial(program, method, *, seed, progress, fingerprint):
         raise
     finally:
         bar.close()
-    _flush(pending, state)
+    flush_losses(pending, state)
     if method.checkpoint:
         atomic_save(snapshot(), method.checkpoint)
     return {"losses": list(state["losses"]), "discriminator_losses": list(state["discriminator_losses"]),
@@ -205,7 +205,7 @@ def _loop(model, batches, rows, optim, generator, state, pending, method, bar, i
         state["step"] += 1
         bar.update()
         if len(pending) >= FLUSH_EVERY:
-            _flush(pending, state)
+            flush_losses(pending, state)
             bar.set_postfix(generator=f"{state['losses'][-1]:.4g}",
                             discriminator=f"{state['discriminator_losses'][-1]:.4g}")
         if method.checkpoint and state["step"] % method.checkpoint_every == 0:
@@ -213,7 +213,7 @@ def _loop(model, batches, rows, optim, generator, state, pending, method, bar, i
     check()
 
 
-def _flush(pending, state):
+def flush_losses(pending, state):
     """Move the recorded losses into ``state`` (one read-back for many steps)."""
     if not pending:
         return

@@ -1,12 +1,11 @@
 """Contrastive divergence (CD-k) and persistent CD for energy-based models.
 
-The model is used only through the energy-based-model protocol (documented in
-:mod:`ppgen.models.rbm_base`): ``named_parameters()``,
-``cd_step(v_data, v_start, k, generator) -> (gradients, v_minus)``, where
-``gradients`` is the CD estimate of the gradient of the mean negative
-log-likelihood by parameter name and ``v_minus`` the negative samples after ``k``
-Gibbs sweeps (the persistent chains' next state), and ``cd_monitor(v, generator)``,
-a per-datum training loss described by the model's ``cd_monitor_name``.
+The model is used only through its parameters and the energy-based-model protocol,
+:class:`ppgen.model.EnergyBased`: ``cd_step(v_data, v_start, k, generator) ->
+(gradients, v_minus)``, where ``gradients`` is the CD estimate of the gradient of the
+mean negative log-likelihood by parameter name and ``v_minus`` the negative samples
+after ``k`` Gibbs sweeps (the persistent chains' next state), and ``cd_monitor(v,
+generator)``, a per-datum training loss described by the model's ``cd_monitor_name``.
 
 Each epoch visits the data in an order drawn from a generator seeded with ``seed``;
 each minibatch gives one update of SGD with momentum (:math:`u \\leftarrow \\mu u + g
@@ -26,27 +25,96 @@ import copy
 import logging
 import math
 import time
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import MethodError
+from ..model import EnergyBased
 from .checkpoint import FORMAT, atomic_save, resume_from
-from .svi import _DeferredInterrupt
+from .method import Method, RunContext, check_positive_int
+from .program import Program
+from .result import Fit
+from .svi import DeferredInterrupt
 
 log = logging.getLogger("ppgen")
 
-PROTOCOL = ("cd_step", "cd_monitor")
 #: training points the epoch-end monitor is averaged over (all of them when fewer).
 MONITOR_SIZE = 1000
 
 
+@dataclass(frozen=True)
+class ContrastiveDivergence(Method):
+    """Training of energy-based models (RBMs) by contrastive divergence.
+
+    Each update runs ``k`` block-Gibbs steps from the minibatch (CD-k) or from
+    persistent chains (``persistent=True``, PCD; ``batch_size`` chains started at
+    random data points), and moves the parameters by SGD with momentum along the
+    CD estimate of the log-likelihood gradient.
+
+    Parameters
+    ----------
+    k : int
+        Gibbs sweeps per update.
+    persistent : bool
+        Persistent CD (Tieleman 2008) instead of CD-k.
+    num_epochs, batch_size : int
+        Passes over the shuffled data, and minibatch size (the last batch of an
+        epoch may be smaller).
+    lr, momentum : float
+        SGD step size (on the mean gradient over the batch) and momentum.
+    weight_decay : float
+        L2 penalty on the weight matrices (parameters with two or more
+        dimensions), not on the biases.
+    checkpoint : str, optional
+        File written atomically every ``checkpoint_every`` updates, at the end and
+        on Ctrl-C; a later run with the same settings (``num_epochs`` may grow)
+        resumes from it (``resume=True``) and gives the uninterrupted result.
+    """
+
+    k: int = 1
+    persistent: bool = False
+    num_epochs: int = 10
+    batch_size: int = 100
+    lr: float = 0.05
+    momentum: float = 0.5
+    weight_decay: float = 0.0
+    checkpoint: str | None = None
+    checkpoint_every: int = 500
+    resume: bool = True
+    name: ClassVar[str] = "cd"
+    options: ClassVar[dict[str, str]] = {"num_epochs": "num_epochs", "batch_size": "batch_size",
+                                         "checkpoint": "checkpoint"}
+    distributable: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        owner = "ContrastiveDivergence"
+        check_positive_int(owner, k=self.k, num_epochs=self.num_epochs,
+                            batch_size=self.batch_size, checkpoint_every=self.checkpoint_every)
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise MethodError(f"{owner}(lr={self.lr!r}) must be a positive number")
+        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
+            raise MethodError(f"{owner}(momentum={self.momentum!r}) must be in [0, 1)")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0
+                and math.isfinite(self.weight_decay)):
+            raise MethodError(f"{owner}(weight_decay={self.weight_decay!r}) must be a non-negative number")
+
+    def run(self, program: Program, context: RunContext) -> Fit:
+        # num_epochs is left out of the fingerprint (UNFINGERPRINTED): a run may be extended.
+        out = run_contrastive(program, self, seed=context.seed, progress=context.progress,
+                              fingerprint=self.fingerprint(program))
+        return Fit(program=program, method=self, seed=context.seed, posterior={}, losses=out["losses"],
+                   timings={"fit": out["seconds"]})
+
+
 def _check_protocol(model):
-    missing = [name for name in PROTOCOL if not callable(getattr(model, name, None))]
-    if model is None or missing:
+    if not isinstance(model, EnergyBased):
         owner = type(model).__name__ if model is not None else "a plain Pyro program"
-        raise MethodError(f"ContrastiveDivergence needs an energy-based model; {owner} lacks "
-                          f"{', '.join(missing or PROTOCOL)} (see ppgen.models.rbm_base)")
+        missing = [name for name in ("cd_step", "cd_monitor") if not callable(getattr(model, name, None))]
+        raise MethodError(f"ContrastiveDivergence needs an energy-based model (ppgen.model.EnergyBased); "
+                          f"{owner} lacks {', '.join(missing)}")
 
 
 class _Momentum:
@@ -102,7 +170,7 @@ def run_contrastive(program, method, *, seed, progress, fingerprint):
 
     per_epoch = -(-size // batch)
     start = time.perf_counter()
-    interrupt = _DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
+    interrupt = DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
     bar = tqdm(total=method.num_epochs * per_epoch, initial=min(state["update"], method.num_epochs * per_epoch),
                disable=not progress, desc="ContrastiveDivergence", leave=False)
     try:

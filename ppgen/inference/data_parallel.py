@@ -65,7 +65,7 @@ from tqdm.auto import tqdm
 from .. import distributed as group
 from ..errors import CheckpointError, DataError, MethodError
 from .checkpoint import FORMAT, atomic_save, resume_from
-from .svi import _DeferredInterrupt, _evaluate, _Objective, build_guide, choose_elbo
+from .svi import DeferredInterrupt, Objective, build_guide, choose_elbo, evaluate_validation
 
 log = logging.getLogger("ppgen")
 
@@ -96,8 +96,8 @@ def sync_rng(device=None):
         torch.cuda.set_rng_state(cuda)
 
 
-class _ShardedObjective(_Objective):
-    """:class:`~ppgen.inference.svi._Objective` drawing this rank's chunk of each global batch."""
+class _ShardedObjective(Objective):
+    """:class:`~ppgen.inference.svi.Objective` drawing this rank's chunk of each global batch."""
 
     def __init__(self, program, guide, elbo, kwargs, batch, full):
         rank, world = group.rank(), group.world_size()
@@ -224,7 +224,7 @@ def run_svi_data_parallel(program, method, *, seed, progress, fingerprint, valid
                 log.info("resumed SVI on %d ranks from %s at step %d", world, method.checkpoint, state["step"])
 
     start = time.perf_counter()
-    interrupt = _DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
+    interrupt = DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
     bar = tqdm(total=method.num_steps, initial=state["step"], disable=not (progress and group.is_main()),
                desc=f"{type(method).__name__} x{world}", leave=False)
     try:
@@ -292,22 +292,19 @@ def _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt
         state["losses"].append(total)
         bar.update()
         if validation_kwargs is not None and state["step"] % method.eval_every == 0:
-            _evaluate(averaged, validation_kwargs, params, state, method)
+            evaluate_validation(averaged, validation_kwargs, params, state, method)
         if method.checkpoint and state["step"] % method.checkpoint_every == 0:
             save()
         if flag > 0:
             raise AgreedInterrupt
 
 
-def setup(method, device):
+def setup(device):
     """Join the process group for ``fit(..., distributed=True)``; return the device this rank fits on.
 
     A CUDA ``device`` without an index becomes ``cuda:LOCAL_RANK`` (one GPU per
-    process). Exact inference and contrastive divergence are not distributed.
+    process).
     """
-    if method.name in ("exact", "cd"):
-        raise MethodError(f"distributed=True: {type(method).__name__} is not supported across processes; "
-                          "run it in one process (distributed=False)")
     group.init(device=device)
     if device is not None:
         device = torch.device(device)

@@ -36,15 +36,15 @@ from tqdm.auto import tqdm
 
 from .. import distributed as group
 from ..errors import MethodError
-from .adversarial import _Batches, _check_protocol, _flush, discriminator_loss, generator_loss
+from .adversarial import Batches, check_adversarial_pair, discriminator_loss, flush_losses, generator_loss
 from .checkpoint import FORMAT, atomic_save, resume_from
 from .data_parallel import AgreedInterrupt, check_same_checkpoint, check_same_data, shard_sizes
-from .svi import _DeferredInterrupt
+from .svi import DeferredInterrupt
 
 log = logging.getLogger("ppgen")
 
 
-class _ShardedBatches(_Batches):
+class _ShardedBatches(Batches):
     """The single-process minibatches (same permutations), of which this rank keeps rows ``[lo, hi)``."""
 
     def __init__(self, data, rows, generator, state, lo, hi):
@@ -58,7 +58,7 @@ class _ShardedBatches(_Batches):
 def run_adversarial_data_parallel(program, method, *, seed, progress, fingerprint):
     """Data-parallel :func:`~ppgen.inference.adversarial.run_adversarial`: same arguments, same return."""
     model = program.generative
-    _check_protocol(model)
+    check_adversarial_pair(model)
     data = program.kwargs["data"]
     check_same_data(data)
     if data.shape[0] < model.pack:
@@ -84,7 +84,7 @@ def run_adversarial_data_parallel(program, method, *, seed, progress, fingerprin
     pending = []
 
     def save():
-        _flush(pending, state)
+        flush_losses(pending, state)
         group.broadcast_([t for t in tensors.values() if t.is_floating_point()])  # rank 0's batch-norm statistics
         if group.is_main():
             atomic_save({"format": FORMAT, "kind": "checkpoint", "fingerprint": fingerprint,
@@ -107,7 +107,7 @@ def run_adversarial_data_parallel(program, method, *, seed, progress, fingerprin
     batches = _ShardedBatches(data, rows, generator, state, first * model.pack, (first + count) * model.pack)
     model.train()
     start = time.perf_counter()
-    interrupt = _DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
+    interrupt = DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
     bar = tqdm(total=method.num_steps, initial=min(state["step"], method.num_steps),
                disable=not (progress and group.is_main()), desc=f"Adversarial x{world}", leave=False)
     try:
@@ -122,7 +122,7 @@ def run_adversarial_data_parallel(program, method, *, seed, progress, fingerprin
         raise
     finally:
         bar.close()
-    _flush(pending, state)
+    flush_losses(pending, state)
     if method.checkpoint:
         save()
     else:
@@ -173,7 +173,7 @@ def _loop(model, batches, optim, generator, state, pending, method, bar, interru
         state["step"] += 1
         bar.update()
         if len(pending) >= 100:
-            _flush(pending, state)
+            flush_losses(pending, state)
             bar.set_postfix(generator=f"{state['losses'][-1]:.4g}",
                             discriminator=f"{state['discriminator_losses'][-1]:.4g}")
         if method.checkpoint and state["step"] % method.checkpoint_every == 0:

@@ -11,13 +11,15 @@ empty guide the ELBO *is* the log evidence) gives
 - exact joint posterior samples (forward-filter backward-sample,
   ``infer_discrete(temperature=1)``), vectorised over draws.
 
-Models with a closed-form posterior (``exact_posterior``) use it instead.
+Models with a closed-form posterior (:class:`~ppgen.model.ExactPosterior`) use it instead.
 """
 
 from __future__ import annotations
 
 import inspect
 import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pyro
 import pyro.poutine as poutine
@@ -25,7 +27,43 @@ import torch
 from pyro.infer import TraceEnum_ELBO, infer_discrete
 
 from ..errors import MethodError
-from .likelihood import _empty_guide
+from ..model import ExactPosterior
+from .likelihood import empty_guide
+from .method import Method, RunContext, check_positive_int, start_values
+from .program import Program
+from .result import Fit
+
+
+@dataclass(frozen=True)
+class Exact(Method):
+    """Exact inference: enumeration of discrete latents, or a conjugate closed form.
+
+    Continuous global sites are fixed at ``params`` (a dict of site values, or a
+    ``Fit`` whose point estimate is used); for a ``GenerativeModel`` the default
+    is its point parameters. ``num_samples`` exact posterior draws are kept. The
+    fit's ``extras`` hold ``log_evidence``, ``marginals`` and ``map_assignment``.
+    """
+
+    params: Any = None
+    num_samples: int = 1000
+    name: ClassVar[str] = "exact"
+    options: ClassVar[dict[str, str]] = {"num_samples": "num_samples"}
+    distributable: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_positive_int("Exact", num_samples=self.num_samples)
+
+    def run(self, program: Program, context: RunContext) -> Fit:
+        fixed = self.params
+        if isinstance(fixed, Fit):
+            fixed = fixed.params
+        generative = program.generative
+        if fixed is None and generative is not None and not isinstance(generative, ExactPosterior):
+            fixed = start_values(program)
+        out = run_exact(program, self, params=fixed)
+        return Fit(program=program, method=self, seed=context.seed, posterior=out["posterior"],
+                   params=out.get("params", dict(fixed or {})), timings={"exact": out["seconds"]},
+                   extras={k: out[k] for k in ("log_evidence", "marginals", "map_assignment")})
 
 
 def _support_table(fn, marginal):
@@ -40,7 +78,7 @@ def _support_table(fn, marginal):
 def run_exact(program, method, *, params):
     start = time.perf_counter()
     generative = program.generative
-    if generative is not None and hasattr(generative, "exact_posterior"):
+    if isinstance(generative, ExactPosterior):
         return _closed_form(generative, program, method, params, start)
     params = dict(params or {})
     unknown = sorted(set(params) - set(program.latent))
@@ -63,8 +101,8 @@ def run_exact(program, method, *, params):
         # The fixed sites are observed in the conditioned model: take their prior out.
         fns = poutine.trace(model).get_trace(**kwargs).nodes
         fixed_prior = sum(float(fns[name]["fn"].log_prob(fns[name]["value"]).sum()) for name in params)
-        log_evidence = -elbo.loss(model, _empty_guide, **kwargs) - fixed_prior
-        marginal_dists = elbo.compute_marginals(model, _empty_guide, **kwargs)
+        log_evidence = -elbo.loss(model, empty_guide, **kwargs) - fixed_prior
+        marginal_dists = elbo.compute_marginals(model, empty_guide, **kwargs)
         marginals = {name: _support_table(fns[name]["fn"], marginal_dists[name])
                      for name in discrete}
         map_trace = poutine.trace(infer_discrete(model, first_available_dim=-depth - 1,

@@ -36,7 +36,7 @@ import torch
 from .adaptation import GAMMA, KAPPA, T0, initial_step_size, regularised_variance, windows
 from .inductor import probed_inductor_kernel
 from .nuts import MAX_DELTA_H, Metric, State
-from .potential import _close
+from .potential import close_enough
 
 log = logging.getLogger("ppgen")
 
@@ -213,7 +213,7 @@ def _agrees(kernel, eager, potential, max_tree_depth, tol):
             got = kernel(*args)
         with torch.enable_grad():
             expected = eager(*args)
-        if not all(_close(a, b.detach(), tol) for a, b in zip(got, expected)):
+        if not all(close_enough(a, b.detach(), tol) for a, b in zip(got, expected)):
             return False
     return True
 

@@ -79,7 +79,7 @@ def inductor_kernel(graph, example, check=False, lean=True):
                 return tuple(call(list(args)))
 
             kernel.lean, kernel.generated = True, generated
-            why = _disagreement(expected, kernel(*example)) if check else ""
+            why = disagreement(expected, kernel(*example)) if check else ""
             if not why:
                 return kernel
             log.debug("NUTS potential: the lean kernel disagrees with its graph (%s); compiling it the usual way",
@@ -115,7 +115,7 @@ def probed_inductor_kernel(function, example, agrees):
     return None
 
 
-def _disagreement(expected, got):
+def disagreement(expected, got):
     """``""`` if a kernel's floating-point outputs ``got`` equal its graph's ``expected``
     (to 1e-9 in float64, 1e-3 in float32, relative to the largest output), else how not."""
     for i, (e, g) in enumerate(zip(expected, got)):

@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 log = logging.getLogger("ppgen")
 
 
-def _empty_guide(*args, **kwargs):
+def empty_guide(*args, **kwargs):
     pass
 
 
 def _one_draw(model, kwargs, elbo, observed):
-    model_trace, guide_trace = next(elbo._get_traces(model, _empty_guide, (), kwargs))
+    model_trace, guide_trace = next(elbo._get_traces(model, empty_guide, (), kwargs))
     _, log_factors, _, sum_dims, _ = _compute_model_factors(model_trace, guide_trace)
     out, done = {}, set()
     for name in observed:

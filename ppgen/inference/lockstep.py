@@ -33,8 +33,8 @@ import warnings
 import torch
 
 from .inductor import probed_inductor_kernel
-from .nuts import MAX_DELTA_H, _trailing
-from .potential import _close
+from .nuts import MAX_DELTA_H
+from .potential import close_enough
 
 log = logging.getLogger("ppgen")
 
@@ -139,7 +139,7 @@ def _agrees(kernel, eager, potential, levels, tol):
             got = kernel(*carried, *rest)
         with torch.enable_grad():
             expected = eager(*carried, *rest)
-        if not all(_close(a, b.detach(), tol) if a.is_floating_point() else torch.equal(a, b)
+        if not all(close_enough(a, b.detach(), tol) if a.is_floating_point() else torch.equal(a, b)
                    for a, b in zip(got, expected)):
             return False
     return True
@@ -163,18 +163,3 @@ def _probe_args(potential, levels, generator):
             -log_joint + 0.5 * d, torch.rand((c,), generator=generator, dtype=z.dtype).to(z.device),
             coin(levels), coin(levels))
     return carried, rest
-
-
-def level_masks(j, levels, device):
-    """``[(opening, closing)]`` for the ``2^j`` leaves of a depth-``j`` subtree: boolean
-    ``(levels,)`` masks of the binary blocks (levels ``1..j``) that open or close at each
-    leaf, as :meth:`~ppgen.inference.nuts.Sampler._subtree` walks them."""
-    masks = []
-    for n in range(2 ** j):
-        opening = torch.zeros(levels, dtype=torch.bool)
-        closing = torch.zeros(levels, dtype=torch.bool)
-        opens = min(_trailing(n, 0), j) if n else j
-        opening[1:opens + 1] = True
-        closing[1:_trailing(n, 1) + 1] = True
-        masks.append((opening.to(device), closing.to(device)))
-    return masks

@@ -21,17 +21,6 @@ from .fast_mcmc import run_fast_mcmc
 from .program import init_to_unconstrained_uniform
 
 
-class Seconds(float):
-    """A wall time in seconds (a float, for callers that add them up) with its breakdown
-    ``parts``: ``{"compile": s, "sampling": s, "total": s}``, which ``fit`` keeps as the
-    ``Fit``'s timings."""
-
-    def __new__(cls, total, parts=None):  # (pickle calls it with the total alone)
-        self = super().__new__(cls, total)
-        self.parts = dict(parts or {})
-        return self
-
-
 class _Recorder:
     """Mixed into Pyro's kernels: keeps the statistics of the latest transition."""
 
@@ -71,15 +60,15 @@ class _HMC(_Recorder, pyro_mcmc.HMC):
 
 def run_mcmc(program, method, *, seed, progress, init_values=None):
     """Run ``method.chains`` chains; return draws ``(chains, draws, ...)``, stats and the
-    wall time in seconds (ppgen's engine: a :class:`Seconds` whose ``parts`` also give
-    ``"compile"``, the potential's build, and ``"sampling"``, the rest)."""
+    timings in seconds: ``{"sampling": s, "total": s}``, and with ppgen's engine
+    ``"compile"``, the potential's build (``"sampling"`` is then the rest)."""
     if not program.continuous_sites:
         raise MethodError(f"{method.name.upper()}: the model has no continuous latent sites "
                           "to sample; use Exact() for purely discrete models")
     if method.engine == "ppgen":
         posterior, stats, seconds, _ = run_fast_mcmc(program, method, seed=seed, progress=progress,
                                                      init_values=init_values)
-        return posterior, stats, Seconds(seconds["total"], seconds)
+        return posterior, stats, dict(seconds)
     model = program.enumerated_model()
     median = init_to_median(fallback=init_to_unconstrained_uniform)  # ImproperUniform: no median
     init = init_to_value(values=init_values, fallback=median) if init_values else median
@@ -120,4 +109,5 @@ def run_mcmc(program, method, *, seed, progress, init_values=None):
     sample_stats = {k: torch.tensor(v) for k, v in stats.items()}
     if method.name == "hmc":
         del sample_stats["tree_depth"]
-    return posterior, sample_stats, time.perf_counter() - start
+    total = time.perf_counter() - start
+    return posterior, sample_stats, {"sampling": total, "total": total}

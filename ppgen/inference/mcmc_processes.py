@@ -32,34 +32,18 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import MethodError
-from .mcmc import Seconds, run_mcmc
+from .mcmc import run_mcmc
 
 log = logging.getLogger("ppgen")
 
 
-def chain_method(program, method):
-    """The chain method ``method.chain_method="auto"`` resolves to for ``program``."""
-    if method.chain_method != "auto":
-        return method.chain_method
-    if method.engine != "ppgen":
-        return "sequential"
-    unvectorised = method.potential == "loop" or program.has_enumeration
-    if method.chains == 1 or not unvectorised:
-        return "vectorized"
-    # Lockstep chains over Pyro's potential wait for the deepest tree: measured 1.7x the wall
-    # time of the same chains one after another, 3.1x that of worker processes on 2 cores
-    # (bench_chain_methods.py).
-    return "parallel" if (os.cpu_count() or 1) > 1 else "sequential"
-
-
-def run_chains_alone(program, method, *, seed, progress, init_values=None, processes=None):
+def run_chains_alone(program, method, *, seed, progress, parallel, init_values=None, processes=None):
     """Run ``method.chains`` one-chain samplers, chain ``c`` with seed ``seed + c``, in
-    worker processes (``method.chain_method == "parallel"``, at most ``processes``,
-    default one per core) or one after another; return ``run_mcmc``'s
-    ``(posterior, stats, seconds)`` with the chains in order."""
+    worker processes (``parallel``, at most ``processes``, default one per core) or one
+    after another; return ``run_mcmc``'s ``(posterior, stats, timings)`` with the chains
+    in order."""
     one = dataclasses.replace(method, chains=1, chain_method="vectorized")
     start = time.perf_counter()
-    parallel = chain_method(program, method) == "parallel"
     context = _context(program) if parallel and method.chains > 1 else None
     if method.chain_method == "auto":
         why = "discrete sites summed out by enumeration" if program.has_enumeration else "potential='loop'"
@@ -76,13 +60,11 @@ def run_chains_alone(program, method, *, seed, progress, init_values=None, proce
     total = time.perf_counter() - start
     # chains overlap in time: the longest build stands for the compile step
     compile_seconds = max(r[2].get("compile", 0.0) for r in runs)
-    return posterior, stats, Seconds(total, {"compile": compile_seconds, "sampling": total - compile_seconds,
-                                             "total": total})
+    return posterior, stats, {"compile": compile_seconds, "sampling": total - compile_seconds, "total": total}
 
 
 def _timed_run(program, method, seed, progress, init_values):
-    posterior, stats, seconds = run_mcmc(program, method, seed=seed, progress=progress, init_values=init_values)
-    return posterior, stats, {k: float(v) for k, v in getattr(seconds, "parts", {"total": seconds}).items()}
+    return run_mcmc(program, method, seed=seed, progress=progress, init_values=init_values)
 
 
 def _context(program):

@@ -34,28 +34,16 @@ from .mcmc import run_mcmc
 
 
 def _run_share(program, method, start, stop, *, seed, progress, init_values, per_chain):
-    """Chains ``[start, stop)`` on this rank: ``(posterior, stats, seconds)``, as ``run_mcmc`` gives."""
+    """Chains ``[start, stop)`` on this rank: ``(posterior, stats, timings)``, as ``run_mcmc`` gives."""
     if per_chain and method.engine == "ppgen":
         one = dataclasses.replace(method, chains=1)
         runs = [run_mcmc(program, one, seed=seed + c, progress=progress, init_values=init_values)
                 for c in range(start, stop)]
         posterior = {k: torch.cat([r[0][k] for r in runs]) for k in runs[0][0]}
         stats = {k: torch.cat([r[1][k] for r in runs]) for k in runs[0][1]}
-        parts = [_timings(r[2]) for r in runs]
-        summed = {k: sum(p[k] for p in parts) for k in parts[0]}
-        return posterior, stats, _seconds(runs[0][2], summed)
+        return posterior, stats, {k: sum(r[2][k] for r in runs) for k in runs[0][2]}
     share = dataclasses.replace(method, chains=stop - start)
     return run_mcmc(program, share, seed=seed + start, progress=progress, init_values=init_values)
-
-
-def _timings(seconds):
-    """Plain floats (picklable): ``run_mcmc``'s breakdown ``seconds.parts`` when it has one."""
-    return {k: float(v) for k, v in getattr(seconds, "parts", {"total": seconds}).items()}
-
-
-def _seconds(like, timings):
-    """``timings["total"]`` in the form ``like`` has: a float, or ``run_mcmc``'s float with ``parts``."""
-    return type(like)(timings["total"], timings) if hasattr(like, "parts") else timings["total"]
 
 
 def run_mcmc_over_ranks(program, method, *, seed, progress, init_values=None, per_chain=False, group=None):
@@ -77,7 +65,7 @@ def run_mcmc_over_ranks(program, method, *, seed, progress, init_values=None, pe
     -------
     posterior : dict of tensors ``(chains, draws, ...)``, on the local result's device
     stats : dict of ``(chains, draws)`` tensors
-    seconds : float, the slowest rank's wall time (with ``run_mcmc``'s breakdown ``parts``, if it gives one)
+    timings : dict, the slowest rank's, as ``run_mcmc`` gives them
 
     Raises
     ------
@@ -102,16 +90,15 @@ def run_mcmc_over_ranks(program, method, *, seed, progress, init_values=None, pe
     local = {}
 
     def compute():
-        posterior, stats, seconds = _run_share(program, method, start, stop, seed=seed,
+        posterior, stats, timings = _run_share(program, method, start, stop, seed=seed,
                                                progress=progress and rank == 0,
                                                init_values=init_values, per_chain=per_chain)
-        local.update(posterior=posterior, stats=stats, seconds=seconds)
+        local.update(posterior=posterior, stats=stats)
         return ({k: v.detach().cpu() for k, v in posterior.items()},
-                {k: v.detach().cpu() for k, v in stats.items()}, _timings(seconds))
+                {k: v.detach().cpu() for k, v in stats.items()}, {k: float(v) for k, v in timings.items()})
 
     parts = gather_checked(compute, group=group)
     # Every rank returns the whole result, each tensor where the local run left its own.
     posterior = {k: torch.cat([p[0][k] for p in parts]).to(v.device) for k, v in local["posterior"].items()}
     stats = {k: torch.cat([p[1][k] for p in parts]).to(v.device) for k, v in local["stats"].items()}
-    slowest = max((p[2] for p in parts), key=lambda t: t["total"])
-    return posterior, stats, _seconds(local["seconds"], slowest)
+    return posterior, stats, max((p[2] for p in parts), key=lambda t: t["total"])

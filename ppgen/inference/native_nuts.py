@@ -46,7 +46,7 @@ from importlib import resources
 
 import torch
 
-from .inductor import _disagreement, with_globals
+from .inductor import disagreement, with_globals
 from .nuts import State
 
 #: Global names a qualifying wrapper's ``call`` may use besides its kernels and constants.
@@ -166,7 +166,7 @@ def _check(native, leaf, potential):
         r = scale * torch.randn(z.shape, generator=generator, dtype=z.dtype)
         args = (z, r, grad, torch.zeros_like(z), step, 0.5 * step, inverse)
         with torch.no_grad():
-            why = _disagreement(tuple(leaf(*args)), native.leaf(*args))
+            why = disagreement(tuple(leaf(*args)), native.leaf(*args))
         if why:
             return f"the C++ leaf disagrees with the compiled one ({why})"
     return ""

@@ -86,13 +86,28 @@ class Metric:
         return noise * self.mass_sqrt
 
 
-def _trailing(n, bit):
+def trailing_bits(n, bit):
     """How many of ``n``'s lowest bits equal ``bit`` in a row."""
     count = 0
     while (n & 1) == bit and count < 64:
         n >>= 1
         count += 1
     return count
+
+
+def level_masks(j, levels, device):
+    """``[(opening, closing)]`` for the ``2^j`` leaves of a depth-``j`` subtree: boolean
+    ``(levels,)`` masks of the binary blocks (levels ``1..j``) that open or close at each
+    leaf, as :meth:`~ppgen.inference.nuts.Sampler._subtree` walks them."""
+    masks = []
+    for n in range(2 ** j):
+        opening = torch.zeros(levels, dtype=torch.bool)
+        closing = torch.zeros(levels, dtype=torch.bool)
+        opens = min(trailing_bits(n, 0), j) if n else j
+        opening[1:opens + 1] = True
+        closing[1:trailing_bits(n, 1) + 1] = True
+        masks.append((opening.to(device), closing.to(device)))
+    return masks
 
 
 class Sampler:
@@ -238,14 +253,14 @@ class Sampler:
                 take_column = take.unsqueeze(-1)
                 proposal = (torch.where(take_column, z, proposal[0]), torch.where(take, potential, proposal[1]),
                             torch.where(take_column, grad, proposal[2]))
-            opening = min(_trailing(n, 0), j) if n else j
+            opening = min(trailing_bits(n, 0), j) if n else j
             if opening:
                 block_r[1:opening + 1] = r
                 block_rho[1:opening + 1] = rho
             rho = rho_next
             leaf_diverging = delta > MAX_DELTA_H
             stop = leaf_diverging
-            closing = _trailing(n, 1)
+            closing = trailing_bits(n, 1)
             if closing:
                 leaf_turning = _turning(block_r[1:closing + 1], r, rho - block_rho[1:closing + 1], metric).any(0)
                 turning = turning | (alive & leaf_turning)
@@ -263,7 +278,6 @@ class Sampler:
     def _subtree_compiled(self, start, forward, j, energy0, step_size, metric, active):
         """:meth:`_subtree` with each leaf and its bookkeeping one compiled kernel
         (:mod:`ppgen.inference.lockstep`); the same arithmetic and random draws."""
-        from .lockstep import level_masks  # here: lockstep imports this module
 
         z, r, grad, potential = start
         chains = z.shape[0]
@@ -364,14 +378,14 @@ class Sampler:
             if merged > -math.inf and uniforms[n] < math.exp(-delta - merged):
                 proposal = (z, potential, grad)
             log_weight = merged
-            opening = min(_trailing(n, 0), j) if n else j
+            opening = min(trailing_bits(n, 0), j) if n else j
             for k in range(1, opening + 1):
                 block_velocity[k], block_rho[k] = velocity, rho
             rho = rho_next
             if delta > MAX_DELTA_H:
                 diverging = True
                 break
-            for k in range(1, _trailing(n, 1) + 1):
+            for k in range(1, trailing_bits(n, 1) + 1):
                 block_sum = rho - block_rho[k]
                 if block_velocity[k] @ block_sum <= 0 or velocity @ block_sum <= 0:
                     turning = True

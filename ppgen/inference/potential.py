@@ -379,7 +379,7 @@ def _verify(potential, graph, leaf, leaf_args):
         expected = expected.detach()
         if not torch.isfinite(expected).all() and k:
             continue  # a probe outside the model's reach (eager fails there too): uninformative
-        if not (_close(got[0], expected, tol) and _close(got[1], grad, tol)):
+        if not (close_enough(got[0], expected, tol) and close_enough(got[1], grad, tol)):
             where = "the initial point" if k == 0 else f"probe {k} (offset scale {PROBE_SCALES[(k - 1) // 2]})"
             return (f"data-dependent control flow: the traced potential disagrees with the model at {where} "
                     f"(max |difference| {float((got[0] - expected).abs().max()):.3g} in value, "
@@ -389,12 +389,12 @@ def _verify(potential, graph, leaf, leaf_args):
     with torch.enable_grad():
         expected = potential._leaf_eager(*leaf_args)
     for a, b in zip(got, expected):
-        if not _close(a, b.detach(), tol):
+        if not close_enough(a, b.detach(), tol):
             return "the compiled leapfrog step disagrees with eager evaluation"
     return ""
 
 
-def _close(a, b, tol):
+def close_enough(a, b, tol):
     return bool(torch.allclose(a, b, rtol=tol, atol=tol * (1 + float(b.abs().max())), equal_nan=True))
 
 

@@ -3,24 +3,23 @@
 A fit holds its posterior as draws (tensors shaped ``(chains, draws, ...)``;
 SVI and MAP fits have one chain of draws from the fitted guide), so everything
 downstream (ArviZ, predictive sampling, ``log_prob``) works the same for every
-method. ``save`` writes tensors and JSON only; ``load`` reads them back with
-``torch.load(weights_only=True)``.
+method. ``save`` writes tensors and JSON only; :func:`ppgen.inference.load` reads
+them back with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
+from typing import Any
 
 import pyro.poutine as poutine
 import torch
 
-from ..errors import CheckpointError, DataError, ModelError
-from ..model import GenerativeModel
-from .checkpoint import FORMAT, atomic_save, safe_load
+from ..data import as_kwargs
+from ..errors import DataError
+from .checkpoint import FORMAT, atomic_save
 from .likelihood import pointwise_log_likelihood
-from .methods import GUIDES, METHODS
 from .program import Program
 
 VERSION = 1
@@ -29,35 +28,61 @@ VERSION = 1
 class Fit:
     """The result of :func:`ppgen.fit`.
 
+    What every method gives is an attribute; what one method adds is in ``extras``
+    (and read through the properties below).
+
     Attributes
     ----------
     model : GenerativeModel or callable
     method : the method object that produced it
     posterior : dict of tensors ``(chains, draws, *site_shape)``
     params : dict, the point estimate of the global sites
-    losses, val_losses : training losses in nats (SVI/MAP), held-out losses
+    losses : training losses per step (SVI/MAP, Adversarial: the generator's) or per
+        epoch (ContrastiveDivergence), nats where they are log densities
     sample_stats : dict of ``(chains, draws)`` tensors (MCMC)
     timings : dict of seconds
-    log_evidence : float (Exact), nats
-    marginals, map_assignment : dict (Exact)
-    extras : dict of JSON-able values a method adds (``Adversarial``: the
-        ``discriminator_losses`` per step)
+    seed : int
+    extras : dict of what the method adds: ``val_losses`` and ``guide`` (SVI, MAP),
+        ``log_evidence``, ``marginals`` and ``map_assignment`` (Exact),
+        ``discriminator_losses`` (Adversarial)
     """
 
-    def __init__(self, *, program, method, posterior, params=None, losses=(), val_losses=(),
-                 sample_stats=None, timings=None, log_evidence=None, marginals=None,
-                 map_assignment=None, guide=None, seed=0, extras=None):
+    def __init__(self, *, program: Program, method: Any, posterior: dict, params: dict | None = None,
+                 losses: Any = (), sample_stats: dict | None = None, timings: dict | None = None,
+                 seed: int = 0, extras: dict | None = None) -> None:
         self.program, self.method, self.posterior = program, method, posterior
         self.params = params or {}
-        self.losses, self.val_losses = list(losses), list(val_losses)
+        self.losses = list(losses)
         self.sample_stats = sample_stats or {}
         self.timings = timings or {}
-        self.log_evidence = log_evidence
-        self.marginals = marginals or {}
-        self.map_assignment = map_assignment or {}
-        self.guide, self.seed = guide, seed
+        self.seed = seed
         self.extras = dict(extras or {})
-        self._log_likelihood = None
+        self._log_likelihood: dict | None = None
+
+    @property
+    def val_losses(self) -> list:
+        """Held-out losses ``[(step, loss)]`` (SVI/MAP with ``validation``)."""
+        return list(self.extras.get("val_losses", []))
+
+    @property
+    def guide(self) -> Any:
+        """The fitted guide (SVI/MAP)."""
+        return self.extras.get("guide")
+
+    @property
+    def log_evidence(self) -> float | None:
+        """:math:`\\log p(x)` in nats (Exact)."""
+        return self.extras.get("log_evidence")
+
+    @property
+    def marginals(self) -> dict:
+        """Posterior marginal tables of the discrete sites (Exact)."""
+        return self.extras.get("marginals") or {}
+
+    @property
+    def map_assignment(self) -> dict:
+        """The joint MAP assignment of the discrete sites (Exact)."""
+        return self.extras.get("map_assignment") or {}
 
     @property
     def model(self):
@@ -115,7 +140,6 @@ class Fit:
                 part = {k: v[start:start + chunk] for k, v in flat.items()}
                 parts.append(pointwise_log_likelihood(program, part)[model.observed_site])
             return torch.cat(parts).logsumexp(0) - math.log(total)
-        from ..data import as_kwargs
         program = Program.build(self.program.model, as_kwargs(x))
         values = pointwise_log_likelihood(program, flat)
         return {k: v.logsumexp(0) - math.log(total) for k, v in values.items()}
@@ -202,7 +226,8 @@ class Fit:
             "model_config": generative.get_config() if generative is not None else None,
             "program": None if generative is not None else getattr(self.program.model, "__name__", None),
             "losses": self.losses, "val_losses": self.val_losses, "timings": self.timings,
-            "log_evidence": self.log_evidence, "seed": self.seed, "extras": self.extras,
+            "log_evidence": self.log_evidence, "seed": self.seed,
+            "extras": {k: v for k, v in self.extras.items() if k not in SAVED_APART and _jsonable(v)},
             "data_extra": {k: v for k, v in self.program.kwargs.items()
                            if not isinstance(v, torch.Tensor) and _jsonable(v)},
         }
@@ -219,83 +244,13 @@ class Fit:
         return path
 
 
+#: extras saved under keys of their own (tensors, or for the log evidence an older key)
+SAVED_APART = ("val_losses", "log_evidence", "marginals", "map_assignment")
+
+
 def _jsonable(value):
     try:
         json.dumps(value)
         return True
     except (TypeError, ValueError):
         return False
-
-
-def _rebuild_method(name, config):
-    cls = METHODS[name]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kept = {k: v for k, v in config.items() if k in fields and k != "params"}
-    if "guide" in kept and kept["guide"] not in GUIDES:
-        del kept["guide"]  # a callable guide is stored by name only
-    if not isinstance(kept.get("validation"), (float, type(None))):
-        del kept["validation"]
-    return cls(**kept)
-
-
-def load(path, model=None):
-    """Restore a fit written by :meth:`Fit.save`.
-
-    ``model`` is needed for fits of plain Pyro programs (a function cannot be
-    stored safely); for ``GenerativeModel`` fits the model is rebuilt from its
-    registered class and configuration, or, when ``model`` is an instance of the
-    saved class with the saved configuration (a GAN built on your own networks,
-    which a file cannot rebuild), the saved state is loaded into it.
-    """
-    payload = safe_load(path, "fit")
-    try:
-        meta = json.loads(payload["meta"])
-        method = _rebuild_method(meta["method"], meta["method_config"])
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: damaged ppgen fit metadata ({exc})") from None
-    if meta["model_class"] is not None:
-        generative = _saved_model(path, meta, model)
-        state = payload["model_state"]
-        for key, value in state.items():
-            if key.startswith("point."):
-                generative.point.set(key[len("point."):], value)
-        try:
-            generative.load_state_dict(state, strict=False)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path}: the saved weights do not fit the model: {str(exc)[:300]}") from None
-        program = Program(model=generative.model, kwargs=dict(payload["data"]), generative=generative)
-        program.analyse(at=generative.point.as_dict())
-    else:
-        if model is None or not callable(model):
-            raise CheckpointError(f"{path}: holds a fit of the plain Pyro program "
-                                  f"{meta['program']!r}; pass it as load(path, model=...)")
-        kwargs = {**meta["data_extra"], **payload["data"]}
-        program = Program.build(model, kwargs)
-    return Fit(program=program, method=method, posterior=payload["posterior"],
-               params=payload["params"], losses=meta["losses"], val_losses=meta["val_losses"],
-               sample_stats=payload["sample_stats"], timings=meta["timings"],
-               log_evidence=meta["log_evidence"], marginals=payload["marginals"],
-               map_assignment=payload["map_assignment"], seed=meta["seed"], extras=meta.get("extras"))
-
-
-def _saved_model(path, meta, model):
-    """The model to restore into: ``model`` when it is a GenerativeModel instance
-    (checked against the saved class and configuration), else a new one built from
-    the saved configuration."""
-    name, config = meta["model_class"], meta["model_config"]
-    if isinstance(model, GenerativeModel):
-        if type(model).__name__ != name:
-            raise CheckpointError(f"{path}: holds a fit of {name}, not of the given {type(model).__name__}")
-        given = json.loads(json.dumps(model.get_config()))
-        differ = sorted(k for k in set(given) | set(config) if given.get(k) != config.get(k))
-        if differ:
-            raise CheckpointError(f"{path}: the given {name} differs from the saved one in "
-                                  + ", ".join(f"{k} ({given.get(k)!r}, saved {config.get(k)!r})" for k in differ))
-        return model
-    from ..models import registry
-    cls = registry.model_class(name)
-    try:
-        return cls(**config)
-    except ModelError as exc:
-        raise CheckpointError(f"{path}: cannot rebuild the saved {name} from its configuration ({exc}); "
-                              "pass the model as load(path, model=...)") from None

@@ -93,7 +93,7 @@ def choose_elbo(program, method):
     return elbo
 
 
-class _Objective:
+class Objective:
     """The loss and the parameters it depends on, by stable name.
 
     For a ``GenerativeModel`` fitted in minibatches the batches are drawn here,
@@ -178,7 +178,7 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
                               "argument; plain programs subsample in their own "
                               "pyro.plate(..., subsample_size=...)")
         kwargs = program.with_kwargs(subsample_size=method.batch_size)
-    objective = _Objective(program, guide, elbo, kwargs, method.batch_size)
+    objective = Objective(program, guide, elbo, kwargs, method.batch_size)
     objective.loss(differentiable=False, capture=True)  # builds lazy parameters (autoguides, pyro.param)
     params = objective.params()
     optimizer = torch.optim.Adam(list(params.values()), lr=method.lr)
@@ -208,7 +208,7 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
             log.info("resumed SVI from %s at step %d", method.checkpoint, state["step"])
 
     start = time.perf_counter()
-    interrupt = _DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
+    interrupt = DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
     bar = tqdm(total=method.num_steps, initial=state["step"], disable=not progress,
                desc=type(method).__name__, leave=False)
     try:
@@ -234,7 +234,7 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
             "seconds": time.perf_counter() - start}
 
 
-class _DeferredInterrupt:
+class DeferredInterrupt:
     """Holds Ctrl-C until the current step ends, so a checkpoint is never torn
     between a parameter update and its step count."""
 
@@ -283,13 +283,13 @@ def _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt
         state["losses"].append(value)
         bar.update()
         if validation_kwargs is not None and state["step"] % method.eval_every == 0:
-            _evaluate(objective, validation_kwargs, params, state, method)
+            evaluate_validation(objective, validation_kwargs, params, state, method)
         if method.checkpoint and state["step"] % method.checkpoint_every == 0:
             atomic_save(snapshot(), method.checkpoint)
     check()
 
 
-def _evaluate(objective, validation_kwargs, params, state, method):
+def evaluate_validation(objective, validation_kwargs, params, state, method):
     with torch.no_grad():
         val = float(objective.loss(validation_kwargs, differentiable=False))
     state["val_losses"].append((state["step"], val))

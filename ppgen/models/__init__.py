@@ -1,18 +1,20 @@
-"""Model families, each a ``GenerativeModel``; ``registry`` lists them all."""
+"""Model families, a folder each, every one a ``GenerativeModel``.
 
-from . import registry
+``ppgen.registry`` lists them all (by name, with the methods each supports).
+"""
+
+from .. import registry
 from .autoencoder import Autoencoder, DenoisingAutoencoder
 from .bayesnet import BayesianNetwork
 from .conjugate import BetaBernoulli, ConjugateNormal
-from .conv_vae import ConvVAE
 from .diffusion import DDPM
 from .factor import PPCA, FactorAnalysis
-from .flow import MAF, NeuralSplineFlow, RealNVP
+from .flows import MAF, NeuralSplineFlow, RealNVP
 from .gan import GAN
 from .hmm import BernoulliHMM, CategoricalHMM, GaussianHMM, PoissonHMM
 from .mixture import GaussianMixture
 from .rbm import BernoulliRBM, GaussianBernoulliRBM
-from .vae import VAE, ConditionalVAE
+from .vae import VAE, ConditionalVAE, ConvVAE
 
 for _cls in (GaussianMixture, PPCA, FactorAnalysis, ConjugateNormal, BetaBernoulli,
              BayesianNetwork, BernoulliRBM, GaussianBernoulliRBM,

@@ -17,14 +17,14 @@ from torch import nn
 from .networks import make_activation
 
 
-def _check_image_shape(image_shape):
+def check_image_shape(image_shape):
     shape = tuple(int(s) for s in image_shape)
     if len(shape) != 3 or any(s <= 0 for s in shape):
         raise ValueError(f"image_shape must be (channels, height, width) of positive sizes, got {image_shape!r}")
     return shape
 
 
-def _halvings(size, count):
+def halvings(size, count):
     """Spatial sizes after each of ``count`` stride-2 convolutions, starting with ``size``."""
     sizes = [size]
     for _ in range(count):
@@ -32,7 +32,7 @@ def _halvings(size, count):
     return sizes
 
 
-def _check_channels(channels):
+def check_channels(channels):
     channels = tuple(int(c) for c in channels)
     if not channels or any(c <= 0 for c in channels):
         raise ValueError(f"channels must be a non-empty sequence of positive widths, got {channels!r}")
@@ -56,15 +56,15 @@ class ConvEncoder(nn.Module):
 
     def __init__(self, image_shape, out_features, channels=(32, 64), extra_features=0, activation="relu"):
         super().__init__()
-        self.image_shape = _check_image_shape(image_shape)
-        channels = _check_channels(channels)
+        self.image_shape = check_image_shape(image_shape)
+        channels = check_channels(channels)
         layers, previous = [], self.image_shape[0]
         for width in channels:
             layers += [nn.Conv2d(previous, width, kernel_size=3, stride=2, padding=1), make_activation(activation)]
             previous = width
         self.convs = nn.Sequential(*layers)
-        height = _halvings(self.image_shape[1], len(channels))[-1]
-        width = _halvings(self.image_shape[2], len(channels))[-1]
+        height = halvings(self.image_shape[1], len(channels))[-1]
+        width = halvings(self.image_shape[2], len(channels))[-1]
         self.extra_features = int(extra_features)
         self.linear = nn.Linear(previous * height * width + self.extra_features, int(out_features))
 
@@ -93,10 +93,10 @@ class ConvDecoder(nn.Module):
 
     def __init__(self, in_features, image_shape, channels=(32, 64), activation="relu"):
         super().__init__()
-        self.image_shape = _check_image_shape(image_shape)
-        channels = _check_channels(channels)[::-1]
-        heights = _halvings(self.image_shape[1], len(channels))[::-1]
-        widths = _halvings(self.image_shape[2], len(channels))[::-1]
+        self.image_shape = check_image_shape(image_shape)
+        channels = check_channels(channels)[::-1]
+        heights = halvings(self.image_shape[1], len(channels))[::-1]
+        widths = halvings(self.image_shape[2], len(channels))[::-1]
         self.start_shape = (channels[0], heights[0], widths[0])
         self.linear = nn.Linear(int(in_features), channels[0] * heights[0] * widths[0])
         self.activation = make_activation(activation)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .conv import _check_channels, _check_image_shape, _halvings
+from .conv import check_channels, check_image_shape, halvings
 from .networks import make_activation
 
 
@@ -111,10 +111,10 @@ class ConvGenerator(nn.Module):
 
     def __init__(self, latent_dim, image_shape, channels=(64, 128), output="sigmoid"):
         super().__init__()
-        self.image_shape = _check_image_shape(image_shape)
-        channels = _check_channels(channels)[::-1]
-        heights = _halvings(self.image_shape[1], len(channels))[::-1]
-        widths = _halvings(self.image_shape[2], len(channels))[::-1]
+        self.image_shape = check_image_shape(image_shape)
+        channels = check_channels(channels)[::-1]
+        heights = halvings(self.image_shape[1], len(channels))[::-1]
+        widths = halvings(self.image_shape[2], len(channels))[::-1]
         self.start_shape = (channels[0], heights[0], widths[0])
         size = channels[0] * heights[0] * widths[0]
         self.linear = nn.Sequential(nn.Linear(int(latent_dim), size, bias=False), nn.BatchNorm1d(size), nn.ReLU())
@@ -140,13 +140,13 @@ class ConvDiscriminator(nn.Module):
 
     def __init__(self, image_shape, channels=(64, 128), pack=1):
         super().__init__()
-        shape = _check_image_shape(image_shape)
+        shape = check_image_shape(image_shape)
         layers, previous = [], shape[0] * int(pack)
-        for width in _check_channels(channels):
+        for width in check_channels(channels):
             layers += [nn.Conv2d(previous, width, kernel_size=3, stride=2, padding=1), nn.LeakyReLU(0.2)]
             previous = width
-        height = _halvings(shape[1], len(channels))[-1]
-        width = _halvings(shape[2], len(channels))[-1]
+        height = halvings(shape[1], len(channels))[-1]
+        width = halvings(shape[2], len(channels))[-1]
         self.convs = nn.Sequential(*layers)
         self.linear = nn.Linear(previous * height * width, 1)
 

@@ -32,8 +32,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import torch
 
+from .. import registry
 from ..inference import fit as ppgen_fit
-from ..models import registry
 from .markdown import header, section
 from .recipes import SETTINGS, example_recipe, method_for, recipes
 

@@ -14,9 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .. import datasets
+from .. import datasets, registry
 from ..inference import MAP, NUTS, SVI, Adversarial, ContrastiveDivergence, Exact
-from ..models import registry
 
 #: Settings of the full demo and of ``--quick`` (for tests and smoke runs).
 SETTINGS = {

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppgen.datasets.bif import BIFError, BIFNetwork, format_bif, parse_bif, read_bif, write_bif
 from ppgen.errors import DatasetError
+from ppgen.models.bayesnet import BIFError, BIFNetwork, format_bif, parse_bif, read_bif, write_bif
 
 #: network -> (variables, arcs, free parameters), as listed on bnlearn.com/bnrepository.
 NETWORKS = {

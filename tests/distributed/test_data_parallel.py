@@ -173,8 +173,8 @@ NEURAL = [("Autoencoder", "map"), ("DenoisingAutoencoder", "map"), ("VAE", "svi"
 
 def test_every_neural_family_trains_distributed(group_of_one):
     """In a group of one, distributed=True is the plain run, loss for loss, for every neural family."""
+    from ppgen import registry
     from ppgen.inference import MAP, Adversarial
-    from ppgen.models import registry
 
     methods = {"svi": SVI(num_steps=3, batch_size=8), "map": MAP(num_steps=3, batch_size=8, solver="gradient"),
                "adversarial": Adversarial(num_steps=3, batch_size=4)}

@@ -33,7 +33,7 @@ from ppgen.inference.mcmc import run_mcmc
 from ppgen.inference.mcmc_ranks import run_mcmc_over_ranks
 from ppgen.inference.program import Program
 from ppgen.models.bayesnet import BayesianNetwork
-from ppgen.models.hmm_families import CategoricalHMM
+from ppgen.models.hmm.families import CategoricalHMM
 
 # The normal-normal model: mu ~ N(M0, S0^2), y_i ~ N(mu, SIGMA^2).
 M0, S0, SIGMA = 1.0, 2.0, 1.5

@@ -14,7 +14,7 @@ import ppgen
 from ppgen.errors import CheckpointError, DataError
 from ppgen.inference import MAP, SVI, Adversarial
 from ppgen.models.diffusion import DDPM
-from ppgen.models.flow import NormalizingFlow
+from ppgen.models.flows import NormalizingFlow
 from ppgen.models.gan import GAN
 from ppgen.models.mixture import GaussianMixture
 from ppgen.models.vae import VAE

@@ -238,14 +238,14 @@ def test_compiled_mixture_potential_matches_eager():
 
 
 def test_disagreement_names_the_output_and_the_difference():
-    from ppgen.inference.inductor import _disagreement
+    from ppgen.inference.inductor import disagreement
 
     expected = (torch.tensor([1.0, float("inf"), float("nan")]), torch.ones(3, dtype=torch.float64))
-    assert _disagreement(expected, (torch.tensor([1.0 + 1e-6, float("inf"), float("nan")]),
+    assert disagreement(expected, (torch.tensor([1.0 + 1e-6, float("inf"), float("nan")]),
                                     torch.ones(3, dtype=torch.float64))) == ""
-    why = _disagreement(expected, (expected[0], torch.tensor([1.0, 1.4, 1.0], dtype=torch.float64)))
+    why = disagreement(expected, (expected[0], torch.tensor([1.0, 1.4, 1.0], dtype=torch.float64)))
     assert "output 1" in why and "0.4" in why
-    assert "shape" in _disagreement(expected, (expected[0], torch.ones(2, dtype=torch.float64)))
+    assert "shape" in disagreement(expected, (expected[0], torch.ones(2, dtype=torch.float64)))
 
 
 @pytest.mark.slow

@@ -80,11 +80,11 @@ def test_minibatch_run_resumes_to_the_same_result(tmp_path):
 
 def test_minibatches_visit_every_datum_once_per_epoch():
     from ppgen.inference.program import Program
-    from ppgen.inference.svi import _Objective
+    from ppgen.inference.svi import Objective
 
     model, data = ppgen.models.VAE.example(seed=0)
     program = Program.build(model.model, model.data_kwargs(data), guide=model.guide, generative=model)
-    objective = _Objective(program, model.guide, None, program.kwargs, batch_size=20)
+    objective = Objective(program, model.guide, None, program.kwargs, batch_size=20)
     state = {}
     epoch = torch.cat([objective._batch(state) for _ in range(len(data) // 20)])
     assert sorted(epoch.tolist()) == sorted(set(epoch.tolist())) and len(epoch) == 60

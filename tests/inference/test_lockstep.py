@@ -4,8 +4,8 @@ against the sampler's own tensor bookkeeping, transition for transition."""
 import pytest
 import torch
 
-from ppgen.inference.lockstep import CARRIED, compile_lockstep, level_masks, lockstep_leaf
-from ppgen.inference.nuts import Metric, Sampler, State
+from ppgen.inference.lockstep import CARRIED, compile_lockstep, lockstep_leaf
+from ppgen.inference.nuts import Metric, Sampler, State, level_masks
 from ppgen.inference.potential import Potential
 from ppgen.inference.program import Program
 

@@ -120,7 +120,7 @@ def test_structure_only_network_learns_from_data():
 
 
 def test_bif_round_trip_is_lossless(shared_data, tmp_path):
-    from ppgen.datasets.bif import read_bif
+    from ppgen.models.bayesnet.bif import read_bif
 
     for path in sorted((shared_data / "bif").glob("*.bif.gz")):
         net = read_bif(path)  # what from_bif reads
@@ -377,7 +377,7 @@ def test_chunked_rows_give_the_same_answers(shared_data):
 
 
 def test_rows_grouped_by_missing_pattern_equal_one_shared_plan(shared_data, monkeypatch):
-    import ppgen.models.bayesnet as module
+    import ppgen.models.bayesnet.network as module
 
     bn = _normalized(BayesianNetwork.from_bif(_bif(shared_data, "child")))
     full = bn.sample(300, generator=torch.Generator().manual_seed(9))
@@ -566,7 +566,7 @@ def test_log_likelihood_over_draws():
 
 
 def test_save_and_load_round_trip(tmp_path, monkeypatch):
-    from ppgen.models import registry
+    from ppgen import registry
 
     monkeypatch.setitem(registry._FAMILIES, "BayesianNetwork", BayesianNetwork)
     bn, data = BayesianNetwork.example(missing=0.1)

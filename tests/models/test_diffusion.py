@@ -13,9 +13,9 @@ from pyro.infer.reparam import LocScaleReparam
 import ppgen
 from ppgen.inference import SVI
 from ppgen.models import DDPM, registry
-from ppgen.models import diffusion_sampling as sampling
-from ppgen.models.diffusion_schedules import DiscretizedNormal, Schedule, cosine_betas, linear_betas
-from ppgen.models.flow import two_moons
+from ppgen.models.diffusion import sampling
+from ppgen.models.diffusion.schedules import DiscretizedNormal, Schedule, cosine_betas, linear_betas
+from ppgen.models.synthetic import two_moons
 
 
 def _trained_2d(timesteps=6, schedule="linear", steps=300, n=200, **kwargs):

@@ -11,8 +11,7 @@ import torch.distributions as tdist
 import ppgen
 from ppgen.errors import DataError, ModelError
 from ppgen.inference import MAP, NUTS, SVI, Exact
-from ppgen.models import hmm_algorithms as algorithms
-from ppgen.models.hmm import BernoulliHMM, CategoricalHMM, GaussianHMM, PoissonHMM, Sequences
+from ppgen.models.hmm import BernoulliHMM, CategoricalHMM, GaussianHMM, PoissonHMM, Sequences, algorithms
 
 FAMILIES = {
     "categorical": lambda K: CategoricalHMM(K, 4),

@@ -10,8 +10,8 @@ import torch
 
 import ppgen
 from ppgen.models import BernoulliRBM, GaussianBernoulliRBM
-from ppgen.models.rbm_base import RBMBase
-from ppgen.models.rbm_partition import LogPartition, ais_betas, binary_states
+from ppgen.models.rbm.base import RBMBase
+from ppgen.models.rbm.partition import LogPartition, ais_betas, binary_states
 
 
 @pytest.fixture(autouse=True)

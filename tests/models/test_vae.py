@@ -13,8 +13,8 @@ from torch.nn.functional import softplus
 import ppgen
 from ppgen.inference import SVI
 from ppgen.models import VAE, ConditionalVAE, ConvVAE
-from ppgen.models.vae import MIN_SCALE
-from ppgen.models.vae_base import ConditionalData
+from ppgen.models.vae.base import ConditionalData
+from ppgen.models.vae.vae import MIN_SCALE
 
 
 def _binary(n, d, seed=0):

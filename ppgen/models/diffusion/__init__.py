@@ -1,0 +1,5 @@
+"""Denoising diffusion models: the DDPM family, its schedules, samplers and bound."""
+
+from .ddpm import DDPM
+
+__all__ = ["DDPM"]

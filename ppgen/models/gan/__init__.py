@@ -1,0 +1,5 @@
+"""Generative adversarial networks."""
+
+from .gan import GAN
+
+__all__ = ["GAN"]

@@ -1,0 +1,43 @@
+"""The registry of model families: name -> class, with the methods each supports.
+
+It sits beside the protocol (:mod:`ppgen.model`): the families register here
+(:mod:`ppgen.models`), and whatever must find a family by name (``ppgen.load``,
+the command line, the demo) reads it without importing a family itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from .errors import ModelError
+from .model import GenerativeModel
+
+_FAMILIES: dict[str, type[GenerativeModel]] = {}
+
+T = TypeVar("T", bound=type[GenerativeModel])
+
+
+def register(cls: T) -> T:
+    """Class decorator (or call) adding a ``GenerativeModel`` family."""
+    _FAMILIES[cls.__name__] = cls
+    return cls
+
+
+def model_class(name: str) -> type[GenerativeModel]:
+    """The registered class called ``name`` (case-insensitive)."""
+    for key, cls in _FAMILIES.items():
+        if key.lower() == str(name).lower():
+            return cls
+    raise ModelError(f"unknown model {name!r}; registered: {', '.join(sorted(_FAMILIES))}")
+
+
+def families() -> dict[str, type[GenerativeModel]]:
+    """``{name: class}`` of every registered family."""
+    return dict(_FAMILIES)
+
+
+def table() -> list[dict[str, Any]]:
+    """One row per family: name, supported methods, what ``log_prob`` returns."""
+    return [{"model": name, "methods": ", ".join(cls.methods), "log_prob": cls.log_prob_kind,
+             "summary": (cls.__doc__ or "").strip().splitlines()[0]}
+            for name, cls in sorted(_FAMILIES.items())]
