@@ -173,7 +173,7 @@ def test_every_family_lives_in_its_own_folder():
 #: The public API whose type hints a type checker checks (mypy, configured in pyproject.toml).
 TYPED = ["ppgen/model.py", "ppgen/registry.py", *(f"ppgen/inference/{name}.py" for name in (
     "api", "method", "methods", "variational", "sampling", "exact", "contrastive", "adversarial", "result",
-    "persistence"))]
+    "persistence", "training"))]
 
 
 def test_public_api_type_checks():

@@ -20,8 +20,6 @@ momentum, chains, generator state, position within the epoch) resumes it exactly
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import logging
 import math
 import time
@@ -29,15 +27,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import MethodError
 from ..model import EnergyBased
-from .checkpoint import FORMAT, atomic_save, resume_from
 from .method import Method, RunContext, check_positive_int
 from .program import Program
 from .result import Fit
-from .svi import DeferredInterrupt
+from .training import Checkpoints, train
 
 log = logging.getLogger("ppgen")
 
@@ -149,88 +145,77 @@ def run_contrastive(program, method, *, seed, progress, fingerprint):
     """Train ``program.generative`` by CD; return ``{"losses": [...], "seconds": float}``."""
     model = program.generative
     _check_protocol(model)
-    data = program.kwargs["data"]
-    size = data.shape[0]
-    batch = min(method.batch_size, size)
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    optimizer = _Momentum(params, method)
-    generator = torch.Generator(device=data.device).manual_seed(seed)
-    state = {"update": 0, "epoch": 0, "position": 0, "order": None, "losses": [], "chains": None}
-
-    def snapshot():
-        return {"format": FORMAT, "kind": "checkpoint", "fingerprint": fingerprint,
-                "params": {k: v.detach().clone() for k, v in params.items()},
-                "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "state": copy.deepcopy(state)}
-
-    if method.checkpoint and method.resume:
-        state = _resume(method.checkpoint, fingerprint, params, optimizer, generator) or state
-    if state["chains"] is None and method.persistent:
-        state["chains"] = data[torch.randperm(size, generator=generator, device=data.device)[:batch]].clone()
-
-    per_epoch = -(-size // batch)
+    trainer = CDTrainer(model, program.kwargs["data"], method, seed)
     start = time.perf_counter()
-    interrupt = DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
-    bar = tqdm(total=method.num_epochs * per_epoch, initial=min(state["update"], method.num_epochs * per_epoch),
-               disable=not progress, desc="ContrastiveDivergence", leave=False)
-    try:
-        with interrupt:
-            _loop(model, data, batch, params, optimizer, generator, state, method, bar, interrupt, snapshot)
-    except KeyboardInterrupt:
-        if method.checkpoint:
-            atomic_save(snapshot(), method.checkpoint)
-            log.warning("interrupted at update %d (epoch %d); checkpoint saved to %s",
-                        state["update"], state["epoch"], method.checkpoint)
-        raise
-    finally:
-        bar.close()
-    if method.checkpoint:
-        atomic_save(snapshot(), method.checkpoint)
+    state = train(trainer, trainer.state, total=method.num_epochs * trainer.per_epoch, counter="update",
+                  desc="ContrastiveDivergence", progress=progress,
+                  checkpoints=Checkpoints(method.checkpoint, method.checkpoint_every, method.resume, fingerprint))
     return {"losses": list(state["losses"]), "seconds": time.perf_counter() - start,
             "updates": state["update"], "loss_name": getattr(model, "cd_monitor_name", "")}
 
 
-def _resume(path, fingerprint, params, optimizer, generator):
-    saved = resume_from(path, fingerprint, params)
-    if saved is None:
-        return None
-    optimizer.load_state_dict(saved["optimizer"])
-    generator.set_state(saved["generator"])
-    state = saved["state"]
-    log.info("resumed ContrastiveDivergence from %s at update %d (epoch %d)", path, state["update"],
-             state["epoch"])
-    return state
+class CDTrainer:
+    """CD updates for :func:`~ppgen.inference.training.train`: one update per minibatch;
+    after an epoch's last one, the training monitor on a random sample of the data."""
 
+    def __init__(self, model, data, method, seed):
+        self.model, self.data, self.method = model, data, method
+        size = data.shape[0]
+        self.batch = min(method.batch_size, size)
+        self.per_epoch = -(-size // self.batch)
+        self.params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        self.optimizer = _Momentum(self.params, method)
+        self.generator = torch.Generator(device=data.device).manual_seed(seed)
+        self.state = {"update": 0, "epoch": 0, "position": 0, "order": None, "losses": [], "chains": None}
 
-def _loop(model, data, batch, params, optimizer, generator, state, method, bar, interrupt, snapshot):
-    check = getattr(interrupt, "check", lambda: None)
-    size = data.shape[0]
-    while state["epoch"] < method.num_epochs:
+    def done(self, state):
+        return state["epoch"] >= self.method.num_epochs
+
+    def step(self, state, interrupt):
+        model, data, method, generator = self.model, self.data, self.method, self.generator
+        size = data.shape[0]
+        if state["chains"] is None and method.persistent:
+            state["chains"] = data[torch.randperm(size, generator=generator, device=data.device)[:self.batch]].clone()
         if state["order"] is None:
             state["order"] = torch.randperm(size, generator=generator, device=data.device)
-        while state["position"] < size:
-            check()
-            v_data = data.index_select(0, state["order"][state["position"]:state["position"] + batch])
-            gradients, v_minus = model.cd_step(v_data, state["chains"] if method.persistent else None,
-                                               method.k, generator)
-            if method.persistent:
-                state["chains"] = v_minus
-            optimizer.step(gradients)
-            state["update"] += 1
-            state["position"] += v_data.shape[0]
-            bar.update()
-            if method.checkpoint and state["update"] % method.checkpoint_every == 0:
-                atomic_save(snapshot(), method.checkpoint)
-        sample = torch.randperm(size, generator=generator, device=data.device)[:MONITOR_SIZE]
-        loss = float(model.cd_monitor(data.index_select(0, sample), generator).mean())
-        if not (math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in params.values())):
-            _diverged(state, params)
+        v_data = data.index_select(0, state["order"][state["position"]:state["position"] + self.batch])
+        gradients, v_minus = model.cd_step(v_data, state["chains"] if method.persistent else None,
+                                           method.k, generator)
+        if method.persistent:
+            state["chains"] = v_minus
+        self.optimizer.step(gradients)
+        state["update"] += 1
+        state["position"] += v_data.shape[0]
+        if state["position"] >= size:
+            self._end_epoch(state)
+        return interrupt.pending
+
+    def _end_epoch(self, state):
+        data, size = self.data, self.data.shape[0]
+        sample = torch.randperm(size, generator=self.generator, device=data.device)[:MONITOR_SIZE]
+        loss = float(self.model.cd_monitor(data.index_select(0, sample), self.generator).mean())
+        if not (math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in self.params.values())):
+            _diverged(state, self.params)
         state["losses"].append(loss)
         state.update(epoch=state["epoch"] + 1, position=0, order=None)
-        bar.set_postfix(loss=f"{state['losses'][-1]:.4g}")
-        log.debug("CD epoch %d: %s %.6g", state["epoch"], getattr(model, "cd_monitor_name", "loss"),
+        log.debug("CD epoch %d: %s %.6g", state["epoch"], getattr(self.model, "cd_monitor_name", "loss"),
                   state["losses"][-1])
-    check()
+
+    def tensors(self):
+        return self.params
+
+    def extra_state(self):
+        return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
+
+    def load_extra_state(self, saved):
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.generator.set_state(saved["generator"])
+
+    def flush(self, state):
+        pass
+
+    def postfix(self, state):
+        return {"loss": f"{state['losses'][-1]:.4g}"} if state["position"] == 0 and state["losses"] else None
 
 
 def _diverged(state, params):

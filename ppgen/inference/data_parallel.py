@@ -1,4 +1,8 @@
-"""Data-parallel SVI and gradient MAP over the ranks of a ``torch.distributed`` group.
+"""Data-parallel training over the ranks of a ``torch.distributed`` group: SVI and gradient MAP
+(:class:`DataParallel`, handed to :func:`~ppgen.inference.svi.run_svi`), and the pieces
+adversarial training shares (:mod:`ppgen.inference.adversarial`). Both run the one
+training loop (:mod:`ppgen.inference.training`); what is parallel happens inside an
+update.
 
 ``ppgen.fit(model, data, SVI(batch_size=B), distributed=True)`` run by ``W``
 processes (``torchrun --nproc-per-node W``) trains one model: every rank holds
@@ -51,27 +55,19 @@ guide draws are the same on every rank.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import hashlib
 import logging
-import math
-import time
 
 import pyro
 import torch
-from tqdm.auto import tqdm
 
 from .. import distributed as group
 from ..errors import CheckpointError, DataError, MethodError
-from .checkpoint import FORMAT, atomic_save, resume_from
-from .svi import DeferredInterrupt, Objective, build_guide, choose_elbo, evaluate_validation
+from .checkpoint import atomic_save
+from .svi import Objective
+from .training import OneProcess
 
 log = logging.getLogger("ppgen")
-
-
-class AgreedInterrupt(KeyboardInterrupt):
-    """Ctrl-C seen by some rank, acted on by all ranks after the same step."""
 
 
 def rank_seed(seed, rank, *salt):
@@ -175,80 +171,70 @@ def _check(program, method):
     return batch
 
 
-def run_svi_data_parallel(program, method, *, seed, progress, fingerprint, validation_kwargs=None,
-                          init_values=None):
-    """Data-parallel :func:`~ppgen.inference.svi.run_svi`: same arguments, same return."""
-    batch = _check(program, method)
-    rank, world = group.rank(), group.world_size()
-    guide = build_guide(program, method, init_values)
-    elbo = choose_elbo(program, method)
-    local = shard_sizes(batch, world)[rank]
-    objective = _ShardedObjective(program, guide, elbo, program.with_kwargs(subsample_size=local), batch,
-                                  full=method.batch_size is None)
-    # Build the lazy parameters as the single-process run does (same draws from the same stream).
-    first = program.with_kwargs(subsample_size=method.batch_size) if method.batch_size else program.kwargs
-    objective.loss(first, differentiable=False, capture=True)
-    params = objective.params()
-    group.broadcast_(list(params.values()))
-    if rank:
-        pyro.set_rng_seed(rank_seed(seed, rank))
-    optimizer = torch.optim.Adam(list(params.values()), lr=method.lr)
-    gamma = method.lr_decay ** (1.0 / max(method.num_steps, 1))
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
-    state = {"step": 0, "losses": [], "val_losses": [], "best_val": math.inf,
-             "best_params": None, "bad_evals": 0, "stopped_early": False}
-    generative = program.generative  # its own training state (a weight average) is checkpointed too
-    model_state = getattr(generative, "training_state", dict)
+class Ranks(OneProcess):
+    """The training loop's view of the ranks: rank 0 writes each checkpoint (all ranks then
+    wait for it), and all ranks must have resumed from the same one."""
 
-    def save():
-        rng = group.all_gather(torch.get_rng_state())  # collective: every rank calls save()
-        if group.is_main():
-            atomic_save({"format": FORMAT, "kind": "checkpoint", "fingerprint": fingerprint,
-                         "params": {k: v.detach().clone() for k, v in params.items()},
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": {"torch": rng[0]}, "rank_rng": rng, "world_size": world,
-                         "state": copy.deepcopy(state), "model_state": model_state()}, method.checkpoint)
+    def __init__(self):
+        self.main = group.is_main()
+
+    def save(self, payload, path):
+        if self.main:
+            atomic_save(payload, path)
         group.barrier()
 
-    if method.checkpoint and method.resume:
-        saved = resume_from(method.checkpoint, fingerprint, params)
-        check_same_checkpoint(method.checkpoint, saved)
-        if saved is not None:
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            state = saved["state"]
-            restore_rng(saved, seed, state["step"])
-            if saved.get("model_state"):
-                generative.load_training_state(saved["model_state"])
-            if group.is_main():
-                log.info("resumed SVI on %d ranks from %s at step %d", world, method.checkpoint, state["step"])
+    def check_resumed(self, path, saved):
+        check_same_checkpoint(path, saved)
 
-    start = time.perf_counter()
-    interrupt = DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
-    bar = tqdm(total=method.num_steps, initial=state["step"], disable=not (progress and group.is_main()),
-               desc=f"{type(method).__name__} x{world}", leave=False)
-    try:
-        with interrupt:
-            _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt, validation_kwargs, save,
-                  getattr(generative, "after_step", None))
-    except AgreedInterrupt:
-        if method.checkpoint:
-            save()
-            if group.is_main():
-                log.warning("interrupted at step %d; checkpoint saved to %s", state["step"], method.checkpoint)
-        raise
-    finally:
-        bar.close()
-    if method.checkpoint:
-        save()
-    if state["best_params"] is not None:
-        with torch.no_grad():
-            for name, value in state["best_params"].items():
-                params[name].copy_(value)
-    sync_rng(program.kwargs["data"].device)  # the guide draws that follow agree on every rank
-    return {"guide": guide, "losses": state["losses"], "val_losses": state["val_losses"],
-            "stopped_early": state["stopped_early"], "elbo": type(elbo).__name__,
-            "seconds": time.perf_counter() - start, "world_size": world}
+
+class DataParallel:
+    """What makes :func:`~ppgen.inference.svi.run_svi` data-parallel: this rank's share of
+    each minibatch, the gradients all-reduced inside every update (with the interrupt
+    flag, so every rank stops after the same update), held-out losses averaged over
+    the ranks, and every rank's RNG state in the checkpoint."""
+
+    def __init__(self, seed):
+        self.seed, self.rank, self.world = seed, group.rank(), group.world_size()
+        self.ranks = Ranks()
+
+    def check(self, program, method):
+        """Raise unless ``program`` can be sharded (a ``GenerativeModel`` given the same data on
+        every rank, at least one datum per rank in a batch)."""
+        self.batch = _check(program, method)
+
+    def objective(self, program, guide, elbo, method):
+        """This rank's objective, its lazy parameters built as the single-process run builds them."""
+        local = shard_sizes(self.batch, self.world)[self.rank]
+        objective = _ShardedObjective(program, guide, elbo, program.with_kwargs(subsample_size=local), self.batch,
+                                      full=method.batch_size is None)
+        first = program.with_kwargs(subsample_size=method.batch_size) if method.batch_size else program.kwargs
+        objective.loss(first, differentiable=False, capture=True)  # the same draws from the same stream
+        return objective
+
+    def share_parameters(self, params):
+        """Rank 0's initial parameters on every rank; then each rank its own Monte Carlo stream."""
+        group.broadcast_(list(params.values()))
+        if self.rank:
+            pyro.set_rng_seed(rank_seed(self.seed, self.rank))
+
+    def reduce(self, values, weight, loss, interrupted):
+        """Sum ``weight`` times the gradients over the ranks; return the union batch's loss and
+        whether any rank was interrupted."""
+        total, flag = group.reduce_gradients(values, weight, extras=(loss.detach(), float(interrupted)))
+        return float(total), float(flag) > 0
+
+    def held_out(self, objective):
+        return _Averaged(objective)
+
+    def rng_state(self):
+        rng = group.all_gather(torch.get_rng_state())  # collective: every rank saves
+        return {"rng": {"torch": rng[0]}, "rank_rng": rng, "world_size": self.world}
+
+    def restore_rng(self, saved):
+        restore_rng(saved, self.seed, saved["state"]["step"])
+
+    def agree_on_randomness(self, device):
+        sync_rng(device)
 
 
 def restore_rng(saved, seed, step):
@@ -266,37 +252,6 @@ def restore_rng(saved, seed, step):
     if group.is_main() and world > 1:
         log.warning("checkpoint written by %s rank(s), resumed on %d: the data order continues, "
                     "the other ranks' Monte Carlo streams restart", len(states) if states else 1, world)
-
-
-def _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt, validation_kwargs, save,
-          after_step=None):
-    values = list(params.values())
-    averaged = _Averaged(objective)
-    while state["step"] < method.num_steps and not state["stopped_early"]:
-        optimizer.zero_grad(set_to_none=True)
-        loss = objective.loss(state=state)
-        loss.backward()
-        pending = float(getattr(interrupt, "pending", False))
-        total, flag = group.reduce_gradients(values, objective.weight, extras=(loss.detach(), pending))
-        total = float(total)
-        if not math.isfinite(total):
-            raise MethodError(f"SVI: the loss became {total} at step {state['step']} (summed over "
-                              f"{group.world_size()} ranks); lower lr, set clip_norm, or check the model")
-        if method.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(values, method.clip_norm)
-        optimizer.step()
-        scheduler.step()
-        if after_step is not None:  # identical parameters on every rank: identical updates
-            after_step()
-        state["step"] += 1
-        state["losses"].append(total)
-        bar.update()
-        if validation_kwargs is not None and state["step"] % method.eval_every == 0:
-            evaluate_validation(averaged, validation_kwargs, params, state, method)
-        if method.checkpoint and state["step"] % method.checkpoint_every == 0:
-            save()
-        if flag > 0:
-            raise AgreedInterrupt
 
 
 def setup(device):

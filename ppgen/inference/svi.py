@@ -2,24 +2,21 @@
 
 Parameters are gathered from the model and guide modules (module-local, see
 DESIGN.md) and from Pyro's param store (``pyro.param`` in plain programs), and
-optimised with ``torch.optim.Adam`` on their unconstrained values. The loop
-saves atomic checkpoints (parameters, optimiser, RNG state, loss history) and
-resumes from them; Ctrl-C writes one before it stops.
+optimised with ``torch.optim.Adam`` on their unconstrained values, by the training
+loop of :mod:`ppgen.inference.training` (checkpoints hold the parameters, the
+optimiser, the RNG state and the loss history). Data-parallel training hands
+:func:`run_svi` a ``parallel`` helper (:mod:`ppgen.inference.data_parallel`) that
+shards the minibatches and all-reduces the gradients inside the same update.
 
-A ``GenerativeModel`` may keep training state of its own (a diffusion model's
-moving average of its weights): the loop calls its ``after_step()`` after every
-optimiser step, and checkpoints ``training_state()`` (a dict of tensors), which
-``load_training_state(state)`` restores on resume.
+A ``GenerativeModel`` with training state of its own (:class:`ppgen.model.TrainingState`,
+a diffusion model's moving average of its weights) has its ``after_step()`` called
+after every optimiser step, and its ``training_state()`` checkpointed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import logging
 import math
-import signal
-import threading
 import time
 
 import pyro
@@ -33,12 +30,12 @@ from pyro.infer.autoguide import (
     init_to_median,
     init_to_value,
 )
-from tqdm.auto import tqdm
 
 from ..errors import MethodError
-from .checkpoint import FORMAT, atomic_save, resume_from
+from ..model import OwnObjective, TrainingState
 from .elbos import ModelObjective, PerDatumRenyi, ReparamTrace_ELBO
 from .guides import AutoFlow
+from .training import Checkpoints, train
 
 log = logging.getLogger("ppgen")
 
@@ -65,9 +62,8 @@ def build_guide(program, method, init_values=None):
 
 
 def choose_elbo(program, method):
-    objective = getattr(program.generative, "training_objective", None)
-    if method.elbo is None and callable(objective):
-        return ModelObjective(objective)
+    if method.elbo is None and isinstance(program.generative, OwnObjective):
+        return ModelObjective(program.generative.training_objective)
     name = method.elbo or ("enum" if program.has_enumeration else "trace")
     kwargs = {"num_particles": method.num_particles,
               "vectorize_particles": method.num_particles > 1}
@@ -158,17 +154,15 @@ class Objective:
         return unique
 
 
-def _rng_state():
-    return {"torch": torch.get_rng_state()}
+def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=None, init_values=None,
+            parallel=None):
+    """Optimise; return the guide, loss histories and timing.
 
-
-def _set_rng_state(state):
-    torch.set_rng_state(state["torch"])
-
-
-def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=None,
-            init_values=None):
-    """Optimise; return the guide, loss histories and timing."""
+    ``parallel`` (data-parallel training, :class:`~ppgen.inference.data_parallel.DataParallel`)
+    shards each minibatch over the ranks and all-reduces the gradients.
+    """
+    if parallel is not None:
+        parallel.check(program, method)
     guide = build_guide(program, method, init_values)
     elbo = choose_elbo(program, method)
     kwargs = program.kwargs
@@ -178,115 +172,103 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
                               "argument; plain programs subsample in their own "
                               "pyro.plate(..., subsample_size=...)")
         kwargs = program.with_kwargs(subsample_size=method.batch_size)
-    objective = Objective(program, guide, elbo, kwargs, method.batch_size)
-    objective.loss(differentiable=False, capture=True)  # builds lazy parameters (autoguides, pyro.param)
+    if parallel is None:
+        objective = Objective(program, guide, elbo, kwargs, method.batch_size)
+        objective.loss(differentiable=False, capture=True)  # builds lazy parameters (autoguides, pyro.param)
+    else:
+        objective = parallel.objective(program, guide, elbo, method)
     params = objective.params()
-    optimizer = torch.optim.Adam(list(params.values()), lr=method.lr)
-    gamma = method.lr_decay ** (1.0 / max(method.num_steps, 1))
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+    if parallel is not None:
+        parallel.share_parameters(params)
+    trainer = SVITrainer(objective, params, method, program.generative, validation_kwargs, parallel)
     state = {"step": 0, "losses": [], "val_losses": [], "best_val": math.inf,
              "best_params": None, "bad_evals": 0, "stopped_early": False}
-
-    generative = program.generative
-    model_state = getattr(generative, "training_state", lambda: {})
-
-    def snapshot():
-        return {"format": FORMAT, "kind": "checkpoint", "fingerprint": fingerprint,
-                "params": {k: v.detach().clone() for k, v in params.items()},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(), "state": copy.deepcopy(state), "model_state": model_state()}
-
-    if method.checkpoint and method.resume:
-        saved = resume_from(method.checkpoint, fingerprint, params)
-        if saved is not None:
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            _set_rng_state(saved["rng"])
-            state = saved["state"]
-            if saved.get("model_state"):
-                generative.load_training_state(saved["model_state"])
-            log.info("resumed SVI from %s at step %d", method.checkpoint, state["step"])
-
     start = time.perf_counter()
-    interrupt = DeferredInterrupt() if method.checkpoint else contextlib.nullcontext()
-    bar = tqdm(total=method.num_steps, initial=state["step"], disable=not progress,
-               desc=type(method).__name__, leave=False)
-    try:
-        with interrupt:
-            _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt,
-                  validation_kwargs, snapshot, getattr(generative, "after_step", None))
-    except KeyboardInterrupt:
-        if method.checkpoint:
-            atomic_save(snapshot(), method.checkpoint)
-            log.warning("interrupted at step %d; checkpoint saved to %s", state["step"],
-                        method.checkpoint)
-        raise
-    finally:
-        bar.close()
-    if method.checkpoint:
-        atomic_save(snapshot(), method.checkpoint)
+    desc = type(method).__name__ + (f" x{parallel.world}" if parallel is not None else "")
+    state = train(trainer, state, checkpoints=Checkpoints(method.checkpoint, method.checkpoint_every,
+                                                          method.resume, fingerprint),
+                  total=method.num_steps, counter="step", desc=desc, progress=progress,
+                  ranks=parallel.ranks if parallel is not None else None)
     if state["best_params"] is not None:
         with torch.no_grad():
             for name, value in state["best_params"].items():
                 params[name].copy_(value)
+    if parallel is not None:
+        parallel.agree_on_randomness(program.kwargs["data"].device)  # the guide draws that follow agree
     return {"guide": guide, "losses": state["losses"], "val_losses": state["val_losses"],
             "stopped_early": state["stopped_early"], "elbo": type(elbo).__name__,
             "seconds": time.perf_counter() - start}
 
 
-class DeferredInterrupt:
-    """Holds Ctrl-C until the current step ends, so a checkpoint is never torn
-    between a parameter update and its step count."""
+class SVITrainer:
+    """Adam steps on the objective, for :func:`~ppgen.inference.training.train`: one
+    update is one step, with the held-out loss every ``eval_every`` steps (early
+    stopping keeps the best parameters)."""
 
-    def __init__(self):
-        self.pending = False
+    def __init__(self, objective, params, method, generative, validation_kwargs, parallel=None):
+        self.objective, self.params, self.method = objective, params, method
+        self.values = list(params.values())
+        self.optimizer = torch.optim.Adam(self.values, lr=method.lr)
+        gamma = method.lr_decay ** (1.0 / max(method.num_steps, 1))
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma)
+        self.own_state = generative if isinstance(generative, TrainingState) else None
+        self.validation_kwargs, self.parallel = validation_kwargs, parallel
+        self.held_out = parallel.held_out(objective) if parallel is not None else objective
 
-    def __enter__(self):
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
+    def done(self, state):
+        return state["step"] >= self.method.num_steps or state["stopped_early"]
 
-    def _handle(self, signum, frame):
-        self.pending = True
-
-    def check(self):
-        if self.pending:
-            raise KeyboardInterrupt
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-        return False
-
-
-def _loop(objective, optimizer, scheduler, params, state, method, bar, interrupt,
-          validation_kwargs, snapshot, after_step=None):
-    check = getattr(interrupt, "check", lambda: None)
-    while state["step"] < method.num_steps and not state["stopped_early"]:
-        check()
-        optimizer.zero_grad()
-        loss = objective.loss(state=state)
-        value = loss.item()
+    def step(self, state, interrupt):
+        method = self.method
+        self.optimizer.zero_grad()
+        loss = self.objective.loss(state=state)
+        if self.parallel is None:
+            value, stop = loss.item(), False
+        else:
+            loss.backward()
+            value, stop = self.parallel.reduce(self.values, self.objective.weight, loss, interrupt.pending)
         if not math.isfinite(value):
-            raise MethodError(f"SVI: the loss became {value} at step {state['step']}; "
+            where = f" (summed over {self.parallel.world} ranks)" if self.parallel is not None else ""
+            raise MethodError(f"SVI: the loss became {value} at step {state['step']}{where}; "
                               "lower lr, set clip_norm, or check the model")
-        loss.backward()
+        if self.parallel is None:
+            loss.backward()
         if method.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(list(params.values()), method.clip_norm)
-        optimizer.step()
+            torch.nn.utils.clip_grad_norm_(self.values, method.clip_norm)
+        self.optimizer.step()
         if method.lr_decay != 1.0:  # (a constant rate: nothing to step, a few us saved a step)
-            scheduler.step()
-        if after_step is not None:
-            after_step()
+            self.scheduler.step()
+        if self.own_state is not None:  # the same parameters on every rank: the same update
+            self.own_state.after_step()
         state["step"] += 1
         state["losses"].append(value)
-        bar.update()
-        if validation_kwargs is not None and state["step"] % method.eval_every == 0:
-            evaluate_validation(objective, validation_kwargs, params, state, method)
-        if method.checkpoint and state["step"] % method.checkpoint_every == 0:
-            atomic_save(snapshot(), method.checkpoint)
-    check()
+        if self.validation_kwargs is not None and state["step"] % method.eval_every == 0:
+            evaluate_validation(self.held_out, self.validation_kwargs, self.params, state, method)
+        return stop or (self.parallel is None and interrupt.pending)
+
+    def tensors(self):
+        return self.params
+
+    def extra_state(self):
+        rng = {"rng": {"torch": torch.get_rng_state()}} if self.parallel is None else self.parallel.rng_state()
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), **rng,
+                "model_state": self.own_state.training_state() if self.own_state is not None else {}}
+
+    def load_extra_state(self, saved):
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.parallel is None:
+            torch.set_rng_state(saved["rng"]["torch"])
+        else:
+            self.parallel.restore_rng(saved)
+        if saved.get("model_state") and self.own_state is not None:
+            self.own_state.load_training_state(saved["model_state"])
+
+    def flush(self, state):
+        pass
+
+    def postfix(self, state):
+        return None
 
 
 def evaluate_validation(objective, validation_kwargs, params, state, method):

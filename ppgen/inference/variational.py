@@ -1,7 +1,8 @@
 """Variational methods: :class:`SVI` (the ELBO, or a family's own objective) and :class:`MAP`.
 
-Both optimise with the training loop of :mod:`ppgen.inference.svi` (in one process, or
-data-parallel over ranks, :mod:`ppgen.inference.data_parallel`). The fit keeps draws
+Both optimise with :func:`ppgen.inference.svi.run_svi` on the one training loop
+(:mod:`ppgen.inference.training`), in one process or data-parallel over ranks
+(:mod:`ppgen.inference.data_parallel`). The fit keeps draws
 from the fitted guide as its posterior (MAP: the one point), the guide's point
 estimate as ``params`` (written back into a ``GenerativeModel``), and in ``extras``
 the held-out losses and the guide itself.
@@ -17,7 +18,7 @@ import torch
 
 from ..errors import MethodError
 from ..model import GenerativeModel, SolvesMAP
-from .data_parallel import run_svi_data_parallel
+from .data_parallel import DataParallel
 from .method import Method, RunContext, check_positive_int, start_values, write_back
 from .program import Program
 from .result import Fit
@@ -112,10 +113,10 @@ class SVI(Method):
             raise MethodError(f"{owner}(validation={self.validation!r}) as a fraction must be in (0, 1)")
 
     def run(self, program: Program, context: RunContext) -> Fit:
-        runner = run_svi_data_parallel if context.distributed else run_svi
-        out = runner(program, self, seed=context.seed, progress=context.progress,
-                     fingerprint=self.fingerprint(program), validation_kwargs=context.validation,
-                     init_values=start_values(program))
+        out = run_svi(program, self, seed=context.seed, progress=context.progress,
+                      fingerprint=self.fingerprint(program), validation_kwargs=context.validation,
+                      init_values=start_values(program),
+                      parallel=DataParallel(context.seed) if context.distributed else None)
         draws = guide_draws(program, out["guide"], self.num_posterior_samples)
         params = _guide_point(out["guide"], program, draws, self.name == "map")
         write_back(program, params)
