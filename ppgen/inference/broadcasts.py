@@ -19,10 +19,8 @@ two-wide masked vectors and call the scalar ``exp`` and ``log`` there.
   a reduction over the last dimension becomes ``K - 1`` elementwise operations.
   Where an operation this pass does not know needs the tensor, it is stacked back.
 
-Measured on posteriordb's ``low_dim_gauss_mix`` (N = 1000, two components), one
-fused leapfrog step: 75 us as recorded, 31 us with both rewrites and the kernel's
-reused buffers (``benchmarks/bench_leaf.py``; 2 cores, float32). The first rewrite
-alone took it to 52 us in a prototype. :func:`simplify_for_inductor` applies both and
+``benchmarks/bench_leaf.py`` times one fused leapfrog step with and without them.
+:func:`simplify_for_inductor` applies both and
 computes the nodes' metadata again, which Inductor reads; every caller checks its
 compiled kernel against eager evaluation at probe points before using it.
 """

@@ -139,8 +139,8 @@ class ReparamTrace_ELBO:
     reparameterised: :math:`-(\\log p(x, z) - \\log q(z))` at one draw :math:`z \\sim q`,
     the same number and the same gradient (the score-function terms of ``Trace_ELBO``'s
     surrogate are zero for such sites), without its per-step copies of both traces
-    (``prune_subsample_sites``), score parts and ``item`` synchronisation. Measured in
-    ``benchmarks/bench_vae.py``: the step a VAE's training spends outside the network.
+    (``prune_subsample_sites``), score parts and ``item`` synchronisation: the part of a
+    VAE's training step spent outside the network (``benchmarks/bench_vae.py``).
 
     A guide with a site that cannot be reparameterised makes every later call use
     ``fallback`` (a ``Trace_ELBO``), decided on the first trace that shows it.

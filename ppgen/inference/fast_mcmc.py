@@ -104,9 +104,9 @@ def _in_cpp(program, method, long_run):
     """Whether to try NUTS transitions in C++ (:mod:`ppgen.inference.native_nuts`) over a
     compiled one-chain potential: a diagonal metric on the CPU, one chain, or several with
     ``chain_method="auto"`` (``"vectorized"`` batches them through the potential), in a run
-    long enough to compile. Measured against free-running batched chains in
-    ``benchmarks/bench_nuts.py``: each chain's C++ transitions cost less than its share of a
-    batched leaf called from Python, and the chains spread over the cores."""
+    long enough to compile: each chain's C++ transitions cost less than its share of a
+    batched leaf called from Python, and the chains spread over the cores
+    (``benchmarks/bench_nuts.py`` compares the two)."""
     on_cpu = all(t.device.type == "cpu" for t in program.kwargs.values() if torch.is_tensor(t))
     wanted = method.potential == "compiled" or (method.potential == "auto" and long_run)
     return (NATIVE_NUTS and method.name == "nuts" and not method.dense_mass and on_cpu and wanted

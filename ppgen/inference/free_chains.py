@@ -2,9 +2,8 @@
 
 In lockstep (:meth:`ppgen.inference.nuts.Sampler.transition`) all chains start a
 transition together and the batch takes as many leapfrog steps as its longest
-tree, so a chain whose tree stops early idles under a mask. With 64 chains on
-this project's benchmarks the batch took 40 leaf calls a transition where a chain
-needed 7 to 9.5 leaves (``benchmarks/bench_nuts.py``, RESULTS.md). Here each chain
+tree, so a chain whose tree stops early idles under a mask: with many chains the
+batch takes several times the leaves a chain needs (RESULTS.md). Here each chain
 carries its own place in its own tree, a small state machine over
 ``(depth j, leaf n, direction)``, and :func:`free_leaf` advances every chain by one
 leaf per call; a chain whose transition ends is handed its next transition (new

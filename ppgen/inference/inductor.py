@@ -34,9 +34,8 @@ def inductor_kernel(graph, example, check=False, lean=True):
     The lean way first: the graph handed to ``compile_fx_inner``, and its generated
     ``call`` used directly, without input
     shape and stride asserts; that skips TorchDynamo's frame hooks and AOTAutograd's
-    runtime wrappers, which cost more than the kernel (eight schools' leaf: 7.5 us a
-    call instead of 17). Its callers pass fresh contiguous tensors of the example's
-    shapes (:meth:`Sampler.transition` checks once per transition). Where that path
+    runtime wrappers, which cost more than a small model's kernel. Its callers pass fresh
+    contiguous tensors of the example's shapes (:meth:`Sampler.transition` checks once per transition). Where that path
     fails (it is Inductor's internal entry point), or the graph writes into one of its
     inputs, ``torch._inductor.compile``. With ``check`` (a graph of floating-point
     outputs), also where the lean kernel's outputs at ``example`` disagree with the
@@ -141,7 +140,7 @@ def _reusing_buffers(call):
     (``empty_strided_cpu``) and view (``reinterpret_tensor``) anew on each call, in the
     same order with the same (constant) sizes: for a small model that costs more than
     the arithmetic (low_dim_gauss_mix's leaf allocates 35 buffers and 18 views a
-    call; reusing them took it from 75 to 60 us, ``benchmarks/bench_leaf.py``). Here
+    call; ``benchmarks/bench_leaf.py`` times it with and without reuse). Here
     the first call records them; later calls get the same tensors back, except those
     whose memory a call returns (fresh each time, since the caller keeps them).
     Inductor never reads a buffer it has not written in the same call (its buffers are

@@ -1,16 +1,14 @@
 """NUTS transitions in C++, around TorchInductor's compiled leapfrog leaf.
 
-On a compiled potential the leaf's arithmetic is a fraction of a microsecond for a
-small model (eight schools: 0.5 us in TorchInductor's C++ kernel), while calling it
-from Python and keeping NUTS's books there cost about 20 us a leaf: the generated
-Python wrapper allocates its buffers and converts its arguments on every call, and
-the tree's bookkeeping is a dozen Python operations a leaf. Here the whole
+On a compiled potential the leaf's arithmetic is a small part of a leaf for a small
+model, while calling it from Python and keeping NUTS's books there cost many times
+more: the generated Python wrapper allocates its buffers and converts its arguments
+on every call, and the tree's bookkeeping is a dozen Python operations a leaf. Here the whole
 transition (momentum draw, tree doubling, block U-turn checks, multinomial proposal;
 :meth:`Sampler._transition_single`'s algorithm) runs in C++ (``native_nuts.cpp``),
 calling the model's own TorchInductor kernels directly on buffers allocated once per
-transition; Python sees one call per draw. Measured (``benchmarks/bench_transition.py``,
-one chain, float32): 1.4 us a leaf against 23 in Python on eight schools, 8.2 against
-30 on a 1000 x 25 logistic regression, 6.7 against 37 on low_dim_gauss_mix.
+transition; Python sees one call per draw (``benchmarks/bench_transition.py`` times a
+leaf both ways).
 
 Several chains: each chain is a row, and runs alone through the same one-chain
 kernels (its own tree, nothing masked or waited for), the rows spread over OpenMP

@@ -26,15 +26,12 @@ algorithm in C++ (:mod:`ppgen.inference.native_nuts`, tested against
 :meth:`Sampler._transition_single` on the same random numbers).
 
 Several NUTS chains on a compiled potential usually run free instead
-(:mod:`ppgen.inference.free_chains`), each through its own trees. Measured and
-not used for one chain: the whole transition as one TorchInductor program (a
-``while_loop`` over leaves, compiled with Inductor's C++ wrapper so the loop runs
-in C++): correct, but 17 us a leaf on eight schools, where these Python floats
-around the compiled leaf take 19.6; the generated loop allocates some thirty
-buffers an iteration, and the allocator, not the arithmetic, sets the pace.
-:mod:`~ppgen.inference.native_nuts` avoids both: its buffers are allocated once a
-transition and its loop is plain C++ (1.4 us a leaf on eight schools,
-``benchmarks/bench_transition.py``).
+(:mod:`ppgen.inference.free_chains`), each through its own trees. Tried and not
+used for one chain (RESULTS.md, "Design measurements"): the whole transition as one
+TorchInductor program (a ``while_loop`` over leaves); the generated loop allocates
+some thirty buffers an iteration, and the allocator, not the arithmetic, sets the
+pace. :mod:`~ppgen.inference.native_nuts` allocates its buffers once a transition
+and its loop is plain C++.
 
 Everything here is functional: a :class:`Metric` and per-chain step sizes
 (shape ``(C, 1)``) in, a new :class:`State` and per-chain statistics out.

@@ -21,9 +21,8 @@ handlers (substitute, trace, log-density bookkeeping) every time, for one chain.
   potential alone is that leaf with a zero step; the graph first rewritten by
   :mod:`ppgen.inference.broadcasts`, broadcast work done once and a mixture's small
   component dimension split so the loops vectorise along the data): seconds to
-  build, 7.1 us a leapfrog step on eight schools where ``"jit"`` takes 150-350, and
-  31 us on low_dim_gauss_mix (75 without the rewrites and buffer reuse); ``"auto"``
-  picks it only for long runs (``compile_hint``);
+  build, and a leapfrog step many times faster than ``"jit"``'s (``benchmarks/bench_leaf.py``);
+  ``"auto"`` picks it only for long runs (``compile_hint``);
 * ``"loop"``: Pyro's own potential, chain by chain: the fallback for models that
   cannot be vectorised over chains (enumerated discrete sites, supports that
   change with the parameters, programs that break under an extra plate).
@@ -285,16 +284,12 @@ class Potential:
         ``make_fx`` records the batched log joint and its gradient by autograd,
         forward and backward operations together (the handlers run once, here). ``"jit"``:
         ``torch.jit.trace`` + ``freeze`` (fast to build). ``"compiled"``: TorchInductor
-        on the leaf's graph, one C++ kernel, seconds to build (measured 0.1-0.5 s with its
-        FX-graph cache warm, 9-17 s cold, on this 2-core machine), 7.5 us a call where
-        the TorchScript graph takes 150-350 us (eight schools).
+        on the leaf's graph, one C++ kernel, seconds to build (far longer with a cold
+        FX-graph cache), a call many times cheaper than the TorchScript graph's.
 
-        Measured and not used: K leapfrog steps unrolled into one kernel, with the NUTS
-        block checks applied afterwards. Inductor allocated every intermediate
-        reduction's buffer from Python, so a K-step call cost about K times one step
-        (14 us a step on eight schools), and compiling grows with K. That was before
-        the kernel kept its intermediate buffers between calls
-        (:func:`~ppgen.inference.inductor._reusing_buffers`): worth measuring again.
+        Tried and not used (RESULTS.md, "Design measurements"): K leapfrog steps
+        unrolled into one kernel, with the NUTS block checks applied afterwards; a K-step
+        call cost about K times one step, and compiling grows with K.
         """
         from torch.fx.experimental.proxy_tensor import make_fx
 

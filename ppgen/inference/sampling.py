@@ -122,7 +122,6 @@ def chain_method(program: Program, method: NUTS) -> str:
     unvectorised = method.potential == "loop" or program.has_enumeration
     if method.chains == 1 or not unvectorised:
         return "vectorized"
-    # Lockstep chains over Pyro's potential wait for the deepest tree: measured 1.7x the wall
-    # time of the same chains one after another, 3.1x that of worker processes on 2 cores
-    # (bench_chain_methods.py).
+    # Lockstep chains over Pyro's potential wait for the deepest tree: slower than the same
+    # chains one after another, far slower than worker processes (bench_chain_methods.py).
     return "parallel" if (os.cpu_count() or 1) > 1 else "sequential"

@@ -1,8 +1,8 @@
 """The demo report: every registered family, fitted with each of its methods, side by side.
 
 :func:`run_demo` is what ``ppgen demo`` runs. For each family it fits a fresh
-model on embedded data with every method the family supports (small settings,
-under two minutes on a 2-core CPU), compares the fits that have real posterior
+model on embedded data with every method the family supports (small settings),
+compares the fits that have real posterior
 draws by PSIS-LOO (:func:`ppgen.diagnostics.compare`), and writes a folder::
 
     report.md                 the tables below, as markdown, with the plots inline

@@ -57,9 +57,8 @@ whose components are 1-2.5% as wide as the data): ``DDPM(2, hidden=(128, 128, 12
 variance="posterior", data_scale=4.0)``, Adam 2e-3 decayed to 2e-4, batch 512, 20,000-30,000
 steps. At unit scale the modes are narrower than the noise of all but the first few of the
 1000 linear-schedule steps, and the network's error sends DDIM's deterministic paths between
-modes (grid: 82.8% of DDIM-50 samples within 3 sd of a mode). With the data at sd 4
-(``benchmarks/bench_ddpm.py``, 10,000 samples each, RESULTS.md "DDPM"): ring 8/8 modes with
-99.0% (ancestral) and 98.4% (DDIM-50) within 3 sd; grid 25/25 with 98.9% and 96.7%.
+modes. With the data at sd 4 both samplers find every mode of the ring and the grid
+(``benchmarks/bench_ddpm.py``, RESULTS.md "DDPM").
 
 ``log_prob`` returns the bound per datum (a Monte Carlo estimate with one draw of
 :math:`x_t` per step, or the mean of ``num_samples``; :math:`L_T` and the KLs exactly);

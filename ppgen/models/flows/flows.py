@@ -33,17 +33,12 @@ for a small flow, and gradients cost a full pass over the data, so a sampler
 would neither mix nor finish; use an ensemble of MAP fits to gauge weight
 uncertainty instead.
 
-Why ppgen's own layers (:mod:`ppgen.nn`) and not Pyro's transforms or zuko
-(``benchmarks/bench_flows.py``, RESULTS.md; a loaded 2-core machine, 1
-thread): a training step of a 2-D NSF of the same size (3 autoregressive spline
-layers, 64-64 hidden, 8 bins, batch 256) took 6.1 ms with these layers, 9.4 ms
-with zuko's ``NSF`` and 12.2 ms with Pyro's ``spline_autoregressive``
-(inverted for density evaluation); a RealNVP step 3.3, 3.3 and 3.5 ms. All
-three match the brute-force change of variables to rounding. Trained through
-``ppgen.fit`` on 8 Gaussians, two moons and a checkerboard, ppgen's NSF ends
-0.031, 0.007 and 0.032 nats closer to the true entropy than zuko's NSF (gaps
-0.046, 0.019, 0.153 nats) in 0.73-0.76 of zuko's time. So zuko stays an
-optional peer, not a dependency.
+Why ppgen's own layers (:mod:`ppgen.nn`) and not Pyro's transforms or zuko:
+a training step of a spline flow is faster with them, and all three match the
+brute-force change of variables to rounding; trained through ``ppgen.fit`` on
+2-D densities they end closer to the true entropy than zuko's NSF, in less time
+(``benchmarks/bench_flows.py``, RESULTS.md). So zuko stays an optional peer, not a
+dependency.
 """
 
 from __future__ import annotations

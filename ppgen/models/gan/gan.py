@@ -19,13 +19,9 @@ along the feature axis (vectors) or the channel axis (images), which penalises
 a generator that drops modes. The ready networks are in
 :mod:`ppgen.nn.gan_networks`.
 
-PacGAN's experiment (``benchmarks/bench_gan.py``, RESULTS.md; 2500 samples
-scored by :func:`ppgen.diagnostics.mode_coverage`): with a 3 x 128 generator
-and a 2 x 128 maxout discriminator, 10,000 steps at lr 1e-3 and 4,000 more at
-1e-4, PacGAN2 captured 8/8 modes of the ring on each of five seeds with 93.9%
-high-quality samples (the GAN without packing 7.4/8), and 25/25 of the grid on
-each of three seeds with 91.8% (GAN 20.3/25); PacGAN's paper reports 7.9/8 and
-95.6%, 23.8/25 and 91.3%.
+PacGAN's experiment (a 3 x 128 generator, a 2 x 128 maxout discriminator,
+samples scored by :func:`ppgen.diagnostics.mode_coverage`) is repeated by
+``benchmarks/bench_gan.py``; RESULTS.md has its figures beside the paper's.
 """
 
 from __future__ import annotations

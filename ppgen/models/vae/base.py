@@ -297,8 +297,8 @@ class DeepLatentModel(GenerativeModel):
     def _rows(self, values, idx, subsample_size):
         """``values[idx]`` under a subsampled plate. The guide and then the model of one
         training step gather the same minibatch (the same ``idx``), so the gathers of the
-        current ``idx`` are kept and reused: a 100 x 784 gather is a tenth of a
-        millisecond, a few per cent of a VAE step (``benchmarks/bench_vae.py``)."""
+        current ``idx`` are kept and reused (a large gather is a few per cent of a VAE step,
+        ``benchmarks/bench_vae.py``)."""
         if values is None or subsample_size is None:
             return values
         memo = self.__dict__.setdefault("_rows_memo", {})
