@@ -1,6 +1,6 @@
 """One fused leapfrog step of a compiled NUTS potential: microseconds a call, with and
-without the graph rewrites (``ppgen.inference.broadcasts``) and the reused buffers
-(``ppgen.inference.inductor._reusing_buffers``), on the three posteriors of
+without the graph rewrites (``ppgen.inference.mcmc.broadcasts``) and the reused buffers
+(``ppgen.inference.mcmc.inductor._reusing_buffers``), on the three posteriors of
 ``bench_nuts.py``, one chain, float32, one torch thread.
 
     python benchmarks/bench_leaf.py [--problems eight_schools logistic gauss_mix]
@@ -34,8 +34,8 @@ def child(problem, rewrites, reuse):
     torch.set_num_threads(1)
     from nuts_problems import pyro_model, torch_data
 
-    from ppgen.inference import inductor
-    from ppgen.inference.potential import Potential
+    from ppgen.inference.mcmc import inductor
+    from ppgen.inference.mcmc.potential import Potential
     from ppgen.inference.program import Program
 
     if not rewrites:

@@ -56,11 +56,11 @@ PEERS_EXCL = ROWS[2], ROWS[5], ROWS[7]
 def potential_timer():
     """Time every construction of ppgen's ``Potential`` inside ``ppgen.fit``.
 
-    ``fast_mcmc.run_fast_mcmc`` builds the potential (Pyro's ``initialize_model``,
+    ``fast_mcmc.run_engine`` builds the potential (Pyro's ``initialize_model``,
     the chain-plate check, tracing and compiling) before its first leapfrog step;
     wrapping the name it calls measures exactly that step of the timed fit.
     """
-    from ppgen.inference import fast_mcmc
+    from ppgen.inference.mcmc import engine as fast_mcmc
 
     real, built = fast_mcmc.Potential, []
 
@@ -80,7 +80,8 @@ def run_ppgen(problem, seed, warmup, draws, chains=1, potential="auto", chain_me
     """One timed ``ppgen.fit``; ``free=False``: several chains in lockstep instead of
     free-running (``fast_mcmc.FREE_CHAINS``)."""
     import ppgen
-    from ppgen.inference import NUTS, fast_mcmc
+    from ppgen.inference import NUTS
+    from ppgen.inference.mcmc import engine as fast_mcmc
 
     fast_mcmc.FREE_CHAINS = free
 
@@ -317,10 +318,10 @@ NOTES = (
     "Notes. ppgen: `ppgen.fit(program, data, NUTS(num_samples, warmup, chains), seed=s, "
     "progress=False)`, its own engine (a potential traced from the model; with 1000 + 1000 "
     "iterations `potential='auto'` compiles its fused leapfrog step by TorchInductor, and the "
-    "whole NUTS transition runs in C++ around those kernels, `ppgen.inference.native_nuts`), "
+    "whole NUTS transition runs in C++ around those kernels, `ppgen.inference.mcmc.native`), "
     "starting at the prior median (`init_to_median`). Its `excl. "
     "compile` time is the fit's wall time minus the fit's own `fit.timings['compile']`, the "
-    "seconds spent building `ppgen.inference.potential.Potential` (Pyro's `initialize_model`, the "
+    "seconds spent building `ppgen.inference.mcmc.potential.Potential` (Pyro's `initialize_model`, the "
     "check that the model runs under an extra plate over chains, `make_fx` recording, "
     "TorchInductor compiling, and the checks of the compiled graphs against eager evaluation at "
     "seven points) and the C++ transition (compiling it, from TorchInductor's C++ code cache "
@@ -420,10 +421,10 @@ def main(argv=None):
                      + chains_table(chain_results)
                      + "\n\nThe 1-chain rows are the main tables' seed-0 runs. ppgen: its default "
                      "(`chain_method='auto'`): every chain's transitions in C++ on the one-chain "
-                     "kernels (`ppgen.inference.native_nuts`), the chains spread over min(chains, cores) "
+                     "kernels (`ppgen.inference.mcmc.native`), the chains spread over min(chains, cores) "
                      "OpenMP threads; `chain_method='vectorized'`: free-running chains batched through "
                      "the potential (each its own tree and warm-up, one compiled kernel a leaf for all "
-                     "chains; `ppgen.inference.free_chains`); and `'parallel'` (each chain alone in a "
+                     "chains; `ppgen.inference.mcmc.free_running`); and `'parallel'` (each chain alone in a "
                      "forked worker process, one per core; its build time is the longest of the "
                      "workers'). NumPyro: "
                      "`MCMC(..., num_chains=C, chain_method='vectorized')`, first and second run as "

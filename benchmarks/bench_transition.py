@@ -1,5 +1,5 @@
 """One chain's NUTS transition: in Python around the compiled leaf, and in C++
-(``ppgen.inference.native_nuts``), on the three posteriors of ``bench_nuts.py``.
+(``ppgen.inference.mcmc.native``), on the three posteriors of ``bench_nuts.py``.
 
     python benchmarks/bench_transition.py [--problems eight_schools logistic gauss_mix] [--no-write]
 
@@ -28,9 +28,9 @@ def measure(problem, transitions=2000, repeats=3):
 
     import ppgen
     from ppgen.inference import NUTS
-    from ppgen.inference.native_nuts import compile_native_nuts
-    from ppgen.inference.nuts import Metric, Sampler, State
-    from ppgen.inference.potential import Potential
+    from ppgen.inference.mcmc.native import compile_native_nuts
+    from ppgen.inference.mcmc.nuts import Metric, Sampler, State
+    from ppgen.inference.mcmc.potential import Potential
     from ppgen.inference.program import Program
 
     fit = ppgen.fit(pyro_model(problem), torch_data(problem), NUTS(num_samples=1000, warmup=1000, chains=1),
@@ -92,7 +92,7 @@ def main(argv=None):
             + table(["problem", "D", "step size", "Python: us a transition / us a leaf (leaves)",
                      "C++: us a transition / us a leaf (leaves)", "speed-up"], rows)
             + "\n\nPython: `Sampler._transition_single` around the compiled leaf (TorchInductor's "
-            "kernel through its generated wrapper). C++: `ppgen.inference.native_nuts`, the same "
+            "kernel through its generated wrapper). C++: `ppgen.inference.mcmc.native`, the same "
             "algorithm and the same kernels called directly. The two draw different random numbers, "
             "so their trees differ in length; the per-leaf column compares like with like.\n")
     print(body)

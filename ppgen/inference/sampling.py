@@ -1,22 +1,12 @@
-"""Sampling methods: :class:`NUTS` and :class:`HMC`, and how their chains run.
-
-:func:`chain_method` is the one switch for how chains run: all together in this
-process (``"vectorized"``: batched through the potential, or each on a C++ thread),
-each alone in a worker process (``"parallel"``) or one after another
-(``"sequential"``); with ``fit(..., distributed=True)`` the chains are split over
-the ranks of the process group.
-"""
+"""Sampling methods: :class:`NUTS` and :class:`HMC` (the samplers live in :mod:`ppgen.inference.mcmc`)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import MethodError
-from .mcmc import run_mcmc
-from .mcmc_processes import run_chains_alone
-from .mcmc_ranks import run_mcmc_over_ranks
+from .mcmc.chains import run_chains
 from .method import Method, RunContext, check_positive_int, posterior_mean, start_values, write_back
 from .program import Program
 from .result import Fit
@@ -31,7 +21,7 @@ class NUTS(Method):
     """The No-U-Turn sampler, discrete latents summed out.
 
     ``engine="ppgen"`` (default) runs every chain at once on a potential traced
-    from the model (:mod:`ppgen.inference.fast_mcmc`): ``potential`` says how it
+    from the model (:mod:`ppgen.inference.mcmc.engine`): ``potential`` says how it
     is evaluated (``"auto"``: recorded and compiled where that is checked safe, by
     TorchInductor for runs of 1000+ iterations (``"compiled"``), else TorchScript
     (``"jit"``); else vectorised over chains; else Pyro's own chain by chain;
@@ -45,9 +35,9 @@ class NUTS(Method):
     ``chain_method`` (NumPyro's names): ``"vectorized"`` moves all chains together
     in one process (``engine="ppgen"``; NUTS on a compiled potential with a diagonal
     metric: each chain free-running, one compiled step a leaf for all chains,
-    :mod:`ppgen.inference.free_chains`; otherwise in lockstep); ``"parallel"`` runs each chain alone in its
+    :mod:`ppgen.inference.mcmc.free_running`; otherwise in lockstep); ``"parallel"`` runs each chain alone in its
     own worker process, at most one per CPU core
-    (:mod:`ppgen.inference.mcmc_processes`); ``"sequential"`` runs them one after
+    (:mod:`ppgen.inference.mcmc.processes`); ``"sequential"`` runs them one after
     another here. The last two give chain ``c`` the seed ``seed + c``, so their draws
     are the same. ``"auto"``: where the potential cannot be vectorised over chains
     (enumerated discrete sites, ``potential="loop"``), ``"parallel"`` with several
@@ -87,17 +77,9 @@ class NUTS(Method):
                               "run one chain at a time")
 
     def run(self, program: Program, context: RunContext) -> Fit:
-        init_values = start_values(program)
-        resolved = chain_method(program, self)
-        alone = resolved == "parallel" or (resolved == "sequential" and self.engine == "ppgen")
-        common = dict(seed=context.seed, progress=context.progress, init_values=init_values)
-        if context.distributed:
-            posterior, stats, timings = run_mcmc_over_ranks(program, self, **common)
-        elif alone and self.chains > 1:  # each chain alone: in worker processes, or one after another
-            posterior, stats, timings = run_chains_alone(program, self, parallel=resolved == "parallel",
-                                                         **common)
-        else:
-            posterior, stats, timings = run_mcmc(program, self, **common)
+        posterior, stats, timings = run_chains(program, self, seed=context.seed, progress=context.progress,
+                                               init_values=start_values(program),
+                                               distributed=context.distributed)
         params = posterior_mean(posterior)
         write_back(program, params)
         return Fit(program=program, method=self, seed=context.seed, posterior=posterior, params=params,
@@ -112,16 +94,3 @@ class HMC(NUTS):
     num_steps: int = 10
     name: ClassVar[str] = "hmc"
 
-
-def chain_method(program: Program, method: NUTS) -> str:
-    """The chain method ``method.chain_method="auto"`` resolves to for ``program``."""
-    if method.chain_method != "auto":
-        return method.chain_method
-    if method.engine != "ppgen":
-        return "sequential"
-    unvectorised = method.potential == "loop" or program.has_enumeration
-    if method.chains == 1 or not unvectorised:
-        return "vectorized"
-    # Lockstep chains over Pyro's potential wait for the deepest tree: slower than the same
-    # chains one after another, far slower than worker processes (bench_chain_methods.py).
-    return "parallel" if (os.cpu_count() or 1) > 1 else "sequential"

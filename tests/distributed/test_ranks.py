@@ -29,8 +29,8 @@ from ppgen.diagnostics.summary import without_numba
 from ppgen.distributed.sharding import log_prob_rows, map_rows, query_rows, rank_and_world, shard_bounds, shard_rows
 from ppgen.errors import DataError, MethodError
 from ppgen.inference import NUTS
-from ppgen.inference.mcmc import run_mcmc
-from ppgen.inference.mcmc_ranks import run_mcmc_over_ranks
+from ppgen.inference.mcmc.ranks import run_mcmc_over_ranks
+from ppgen.inference.mcmc.sample import run_mcmc
 from ppgen.inference.program import Program
 from ppgen.models.bayesnet import BayesianNetwork
 from ppgen.models.hmm.families import CategoricalHMM

@@ -1,5 +1,5 @@
-"""The graph rewrites before TorchInductor (``ppgen.inference.broadcasts``) and the
-compiled kernel's reused buffers (``ppgen.inference.inductor._reusing_buffers``):
+"""The graph rewrites before TorchInductor (``ppgen.inference.mcmc.broadcasts``) and the
+compiled kernel's reused buffers (``ppgen.inference.mcmc.inductor._reusing_buffers``):
 the same numbers as the recorded graph, with the work moved where it should be."""
 
 import math
@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from ppgen.inference import broadcasts
-from ppgen.inference.broadcasts import (
+from ppgen.inference.mcmc import broadcasts
+from ppgen.inference.mcmc.broadcasts import (
     compute_broadcasts_once,
     simplify_for_inductor,
     split_small_last_dim,
     unroll_short_cumsums,
 )
-from ppgen.inference.inductor import _reusing_buffers, inductor_decompositions
+from ppgen.inference.mcmc.inductor import _reusing_buffers, inductor_decompositions
 
 aten = torch.ops.aten
 Y = torch.linspace(-3.0, 4.0, 500, dtype=torch.float64)
@@ -215,7 +215,7 @@ def test_the_compiled_call_reuses_intermediates_and_returns_fresh_outputs():
 def test_compiled_mixture_potential_matches_eager():
     """A Pyro mixture model through ``Potential(mode="compiled")``: compiled (with both
     rewrites), and equal to eager evaluation; about 10 s to compile cold."""
-    from ppgen.inference.potential import Potential
+    from ppgen.inference.mcmc.potential import Potential
     from ppgen.inference.program import Program
 
     def model(y):
@@ -238,7 +238,7 @@ def test_compiled_mixture_potential_matches_eager():
 
 
 def test_disagreement_names_the_output_and_the_difference():
-    from ppgen.inference.inductor import disagreement
+    from ppgen.inference.mcmc.inductor import disagreement
 
     expected = (torch.tensor([1.0, float("inf"), float("nan")]), torch.ones(3, dtype=torch.float64))
     assert disagreement(expected, (torch.tensor([1.0 + 1e-6, float("inf"), float("nan")]),
@@ -253,7 +253,7 @@ def test_dirichlet_model_compiles_by_the_public_way():
     """The lean Inductor path miscompiles the gradient of the simplex's stick-breaking
     transform; ``inductor_kernel(check=True)`` notices and compiles it the public way,
     so the potential is still compiled, and right. Two compiles, about 20 s cold."""
-    from ppgen.inference.potential import Potential
+    from ppgen.inference.mcmc.potential import Potential
     from ppgen.inference.program import Program
 
     def model(y):
@@ -276,7 +276,8 @@ def test_dirichlet_model_runs_free_chains_compiled_the_public_way():
     """Several chains: the free-running step of a Dirichlet model, miscompiled the lean
     way, is compiled again the public way once its probes disagree, and sampled."""
     import ppgen
-    from ppgen.inference import NUTS, fast_mcmc
+    from ppgen.inference import NUTS
+    from ppgen.inference.mcmc import engine as fast_mcmc
 
     def model(y):
         weights = pyro.sample("weights", dist.Dirichlet(torch.ones(3, dtype=torch.float64)))

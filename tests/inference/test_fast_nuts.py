@@ -13,8 +13,8 @@ import torch
 import ppgen
 from ppgen.diagnostics.summary import without_numba
 from ppgen.inference import HMC, NUTS
-from ppgen.inference.adaptation import Welford, windows
-from ppgen.inference.potential import Potential
+from ppgen.inference.mcmc.adaptation import Welford, windows
+from ppgen.inference.mcmc.potential import Potential
 from ppgen.inference.program import Program
 
 Y = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
@@ -120,7 +120,7 @@ def test_inductor_potential_and_leaf_agree_with_pyros(float64, model, data):
 def test_probes_refuse_a_graph_wrong_away_from_the_start(float64, caplog):
     """A recorded potential that followed the initial point's branch of a data-dependent
     condition is right at the start and wrong beyond it: the probes must see that."""
-    from ppgen.inference.potential import _verify
+    from ppgen.inference.mcmc.potential import _verify
 
     potential = Potential(Program.build(eight_schools, _schools()), 1, mode="vectorized")
     start = potential.initial.clone()
@@ -326,7 +326,7 @@ def test_inductor_kernel_lean_path_and_input_writes(float64):
     graph that writes into its input is compiled the usual way instead."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from ppgen.inference.inductor import _writes_inputs, inductor_decompositions, inductor_kernel
+    from ppgen.inference.mcmc.inductor import _writes_inputs, inductor_decompositions, inductor_kernel
 
     def pure(x, y):
         return (x * y).exp().sum(-1), x - y

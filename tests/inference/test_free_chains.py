@@ -1,4 +1,4 @@
-"""Free-running chains (``ppgen.inference.free_chains``): the per-chain state machine
+"""Free-running chains (``ppgen.inference.mcmc.free_running``): the per-chain state machine
 against the sampler's own one-chain transition on the same random numbers, the
 driver's warm-up and draws against an exact posterior, the compiled step against eager."""
 
@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import ppgen
-from ppgen.inference import NUTS, fast_mcmc
-from ppgen.inference import free_chains as fc
-from ppgen.inference.nuts import Metric, Sampler, State
-from ppgen.inference.potential import Potential
+from ppgen.inference import NUTS
+from ppgen.inference.mcmc import engine as fast_mcmc
+from ppgen.inference.mcmc import free_running as fc
+from ppgen.inference.mcmc.nuts import Metric, Sampler, State
+from ppgen.inference.mcmc.potential import Potential
 from ppgen.inference.program import Program
 
 from .test_fast_nuts import _logistic, _schools, eight_schools, logistic

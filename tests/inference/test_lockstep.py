@@ -1,12 +1,12 @@
-"""Lockstep chains: each leaf's bookkeeping as one graph (``ppgen.inference.lockstep``)
+"""Lockstep chains: each leaf's bookkeeping as one graph (``ppgen.inference.mcmc.lockstep``)
 against the sampler's own tensor bookkeeping, transition for transition."""
 
 import pytest
 import torch
 
-from ppgen.inference.lockstep import CARRIED, compile_lockstep, lockstep_leaf
-from ppgen.inference.nuts import Metric, Sampler, State, level_masks
-from ppgen.inference.potential import Potential
+from ppgen.inference.mcmc.lockstep import CARRIED, compile_lockstep, lockstep_leaf
+from ppgen.inference.mcmc.nuts import Metric, Sampler, State, level_masks
+from ppgen.inference.mcmc.potential import Potential
 from ppgen.inference.program import Program
 
 from .test_fast_nuts import _logistic, _schools, eight_schools, logistic

@@ -11,8 +11,8 @@ from pyro.infer import config_enumerate
 import ppgen
 from ppgen.errors import MethodError
 from ppgen.inference import NUTS
+from ppgen.inference.mcmc.chains import chain_method
 from ppgen.inference.program import Program
-from ppgen.inference.sampling import chain_method
 
 PARENT = os.getpid()
 DATA = torch.tensor([-2.1, -1.7, -2.4, 1.9, 2.2, 1.6, 2.5, -1.9])

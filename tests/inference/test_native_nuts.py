@@ -1,4 +1,4 @@
-"""One chain's NUTS transition in C++ (``ppgen.inference.native_nuts``): the same
+"""One chain's NUTS transition in C++ (``ppgen.inference.mcmc.native``): the same
 transitions as the Python sampler on the same random numbers, its own draws against an
 exact posterior, and a clear refusal where the compiled leaf calls back into ATen."""
 
@@ -12,9 +12,9 @@ import torch
 
 import ppgen
 from ppgen.inference import NUTS
-from ppgen.inference.native_nuts import compile_native_nuts
-from ppgen.inference.nuts import Metric, Sampler, State
-from ppgen.inference.potential import Potential
+from ppgen.inference.mcmc.native import compile_native_nuts
+from ppgen.inference.mcmc.nuts import Metric, Sampler, State
+from ppgen.inference.mcmc.potential import Potential
 from ppgen.inference.program import Program
 
 from .test_fast_nuts import _logistic, _schools, eight_schools, logistic

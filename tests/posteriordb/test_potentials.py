@@ -15,7 +15,7 @@ enumerated HMM runs chain by chain on Pyro's potential (``"loop"``).
 import pytest
 import torch
 
-from ppgen.inference.potential import Potential
+from ppgen.inference.mcmc.potential import Potential
 from ppgen.inference.program import Program
 
 from . import programs

@@ -31,8 +31,8 @@ import traceback
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import MethodError
-from .mcmc import run_mcmc
+from ...errors import MethodError
+from .sample import run_mcmc
 
 log = logging.getLogger("ppgen")
 

@@ -1,6 +1,6 @@
 """Free-running chains: every chain runs its own NUTS transitions, none waits.
 
-In lockstep (:meth:`ppgen.inference.nuts.Sampler.transition`) all chains start a
+In lockstep (:meth:`ppgen.inference.mcmc.nuts.Sampler.transition`) all chains start a
 transition together and the batch takes as many leapfrog steps as its longest
 tree, so a chain whose tree stops early idles under a mask: with many chains the
 batch takes several times the leaves a chain needs (RESULTS.md). Here each chain
@@ -325,7 +325,7 @@ def sample(kernel, sampler, state, step, metric, method, generator, bar=None):
     """``method.warmup + method.num_samples`` NUTS transitions of every chain, each chain
     free-running on the compiled :func:`free_step` ``kernel``, with Stan's warm-up per
     chain at that chain's own iteration count (as in
-    :func:`~ppgen.inference.fast_mcmc.run_fast_mcmc`). Returns the kept draws ``(C, S, D)``
+    :func:`~ppgen.inference.mcmc.engine.run_engine`). Returns the kept draws ``(C, S, D)``
     and the per-draw statistics ``{name: (C, S)}``."""
     z = state.z
     chains, dim = z.shape

@@ -284,7 +284,7 @@ def unroll_short_cumsums(gm, most=16):
     ordered transform, e.g. a mixture's ordered means) rewritten as slices and running
     additions joined by ``cat``: TorchInductor fuses those into its C++ kernels, where a
     CPU ``cumsum`` is a call back into ATen between kernels (which also keeps
-    :mod:`ppgen.inference.native_nuts` from replaying the leaf). The same additions in
+    :mod:`ppgen.inference.mcmc.native` from replaying the leaf). The same additions in
     the same order; returns how many were rewritten."""
     graph, count = gm.graph, 0
     for node in list(graph.nodes):

@@ -1,18 +1,18 @@
 """ppgen's own NUTS/HMC engine: every chain at once over a flat potential.
 
-The model is traced once into a :class:`~ppgen.inference.potential.Potential`
+The model is traced once into a :class:`~ppgen.inference.mcmc.potential.Potential`
 (batched over chains and compiled by ``torch.jit.trace`` or TorchInductor where that
-is safe), then :class:`~ppgen.inference.nuts.Sampler` moves all chains in lockstep,
-with Stan's warm-up (:mod:`ppgen.inference.adaptation`).
+is safe), then :class:`~ppgen.inference.mcmc.nuts.Sampler` moves all chains in lockstep,
+with Stan's warm-up (:mod:`ppgen.inference.mcmc.adaptation`).
 
 * NUTS with a diagonal metric on a compiled potential (a long run on the CPU): every
-  transition in C++ (:mod:`ppgen.inference.native_nuts`) on the one-chain kernels;
+  transition in C++ (:mod:`ppgen.inference.mcmc.native`) on the one-chain kernels;
   several chains (``chain_method="auto"``) each alone, on OpenMP threads, adapted
   together here between transitions. Where the compiled leaf calls more than C++
   kernels, the Python paths below, with the reason logged.
 * Several NUTS chains batched through the potential (``chain_method="vectorized"``,
   or where C++ does not apply) on a compiled potential run free
-  (:mod:`ppgen.inference.free_chains`: each chain its own trees and warm-up, none
+  (:mod:`ppgen.inference.mcmc.free_running`: each chain its own trees and warm-up, none
   waiting for another's longest tree; ``FREE_CHAINS = False`` keeps them in
   lockstep).
 
@@ -34,15 +34,15 @@ import torch
 from pyro.infer.autoguide import init_to_median, init_to_value
 from tqdm.auto import tqdm
 
-from ..errors import MethodError
-from . import free_chains
+from ...errors import MethodError
+from ..program import init_to_unconstrained_uniform
+from . import free_running
 from .adaptation import DualAveraging, Welford, initial_step_size, windows
-from .free_chains import compile_free_step
+from .free_running import compile_free_step
 from .lockstep import compile_lockstep
-from .native_nuts import compile_native_nuts
+from .native import compile_native_nuts
 from .nuts import Metric, Sampler, State
 from .potential import Potential
-from .program import init_to_unconstrained_uniform
 
 log = logging.getLogger("ppgen")
 
@@ -52,15 +52,15 @@ log = logging.getLogger("ppgen")
 #: faster leapfrog steps; shorter runs (tests, quick looks) use the TorchScript graph.
 COMPILE_MIN_ITERATIONS = 1000
 
-#: Several NUTS chains on a compiled potential run free (:mod:`ppgen.inference.free_chains`).
+#: Several NUTS chains on a compiled potential run free (:mod:`ppgen.inference.mcmc.free_running`).
 FREE_CHAINS = True
 
 #: One NUTS chain on a compiled potential runs its transitions in C++ where the leaf allows
-#: (:mod:`ppgen.inference.native_nuts`); ``False`` keeps them in Python.
+#: (:mod:`ppgen.inference.mcmc.native`); ``False`` keeps them in Python.
 NATIVE_NUTS = True
 
 
-def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
+def run_engine(program, method, *, seed, progress, init_values=None):
     """Run ``method.chains`` chains; return draws, statistics, seconds
     (``{"compile": building the potential, "sampling": the rest, "total": both}``) and
     ``{"potential": mode, "reason": why a faster mode was refused}``."""
@@ -101,7 +101,7 @@ def run_fast_mcmc(program, method, *, seed, progress, init_values=None):
 
 
 def _in_cpp(program, method, long_run):
-    """Whether to try NUTS transitions in C++ (:mod:`ppgen.inference.native_nuts`) over a
+    """Whether to try NUTS transitions in C++ (:mod:`ppgen.inference.mcmc.native`) over a
     compiled one-chain potential: a diagonal metric on the CPU, one chain, or several with
     ``chain_method="auto"`` (``"vectorized"`` batches them through the potential), in a run
     long enough to compile: each chain's C++ transitions cost less than its share of a
@@ -138,7 +138,7 @@ def _sample(potential, method, z, generator, progress, free=None, lockstep=None,
     bar = tqdm(total=total, disable=not progress, desc=method.name.upper(), leave=False)
     try:
         if free is not None:
-            return free_chains.sample(free, sampler, state, step, metric, method, generator, bar)
+            return free_running.sample(free, sampler, state, step, metric, method, generator, bar)
         return _lockstep(sampler, state, step, metric, method, hmc_steps, bar)
     finally:
         bar.close()

@@ -28,9 +28,9 @@ import dataclasses
 
 import torch
 
-from ..distributed.sharding import gather_checked, rank_and_world, shard_bounds
-from ..errors import MethodError
-from .mcmc import run_mcmc
+from ...distributed.sharding import gather_checked, rank_and_world, shard_bounds
+from ...errors import MethodError
+from .sample import run_mcmc
 
 
 def _run_share(program, method, start, stop, *, seed, progress, init_values, per_chain):

@@ -1,6 +1,6 @@
 """One leaf of a NUTS subtree for a batch of chains, bookkeeping included, as one graph.
 
-:meth:`ppgen.inference.nuts.Sampler._subtree` moves ``C`` chains in lockstep; per
+:meth:`ppgen.inference.mcmc.nuts.Sampler._subtree` moves ``C`` chains in lockstep; per
 leaf it takes a leapfrog step and then updates, chain by chain under masks, the
 multinomial weights and proposal, the acceptance statistic, the momentum sums of
 the open binary blocks and the U-turn checks of the blocks that close. In eager
@@ -8,7 +8,7 @@ PyTorch that is some thirty small tensor operations a leaf, each a few
 microseconds of dispatch, several times the cost of the leapfrog step itself.
 :func:`lockstep_leaf` writes all of it in tensor operations of fixed shapes (the
 open and closing blocks as masks over the tree's levels), so that
-:class:`~ppgen.inference.potential.Potential` records it with the fused leapfrog
+:class:`~ppgen.inference.mcmc.potential.Potential` records it with the fused leapfrog
 step and TorchInductor compiles it into one kernel: one call and one read of the
 number of chains still running, per leaf.
 

@@ -19,18 +19,18 @@ sub-trajectory checks need only ``O(max_tree_depth)`` stored momenta: the
 start of every binary block that is still open (the iterative form of the
 recursion, as in NumPyro's iterative NUTS). On a compiled potential each leaf
 and all of its per-chain bookkeeping are one TorchInductor kernel
-(:mod:`ppgen.inference.lockstep`); one chain alone keeps its bookkeeping in
+(:mod:`ppgen.inference.mcmc.lockstep`); one chain alone keeps its bookkeeping in
 Python floats and NumPy views instead (:meth:`Sampler._transition_single`), or,
 where the compiled leaf is nothing but TorchInductor's C++ kernels, runs the same
-algorithm in C++ (:mod:`ppgen.inference.native_nuts`, tested against
+algorithm in C++ (:mod:`ppgen.inference.mcmc.native`, tested against
 :meth:`Sampler._transition_single` on the same random numbers).
 
 Several NUTS chains on a compiled potential usually run free instead
-(:mod:`ppgen.inference.free_chains`), each through its own trees. Tried and not
+(:mod:`ppgen.inference.mcmc.free_running`), each through its own trees. Tried and not
 used for one chain (RESULTS.md, "Design measurements"): the whole transition as one
 TorchInductor program (a ``while_loop`` over leaves); the generated loop allocates
 some thirty buffers an iteration, and the allocator, not the arithmetic, sets the
-pace. :mod:`~ppgen.inference.native_nuts` allocates its buffers once a transition
+pace. :mod:`~ppgen.inference.mcmc.native` allocates its buffers once a transition
 and its loop is plain C++.
 
 Everything here is functional: a :class:`Metric` and per-chain step sizes
@@ -95,7 +95,7 @@ def trailing_bits(n, bit):
 def level_masks(j, levels, device):
     """``[(opening, closing)]`` for the ``2^j`` leaves of a depth-``j`` subtree: boolean
     ``(levels,)`` masks of the binary blocks (levels ``1..j``) that open or close at each
-    leaf, as :meth:`~ppgen.inference.nuts.Sampler._subtree` walks them."""
+    leaf, as :meth:`~ppgen.inference.mcmc.nuts.Sampler._subtree` walks them."""
     masks = []
     for n in range(2 ** j):
         opening = torch.zeros(levels, dtype=torch.bool)
@@ -123,11 +123,11 @@ class Sampler:
         arithmetic in separate tensor operations otherwise.
     lockstep_kernel : callable, optional
         Several chains: one leaf and its bookkeeping compiled together
-        (:func:`ppgen.inference.lockstep.compile_lockstep`); the tensor bookkeeping of
+        (:func:`ppgen.inference.mcmc.lockstep.compile_lockstep`); the tensor bookkeeping of
         :meth:`_subtree` otherwise.
     native : NativeNUTS, optional
         A diagonal metric: every chain's whole transition in C++
-        (:mod:`ppgen.inference.native_nuts`), each chain alone.
+        (:mod:`ppgen.inference.mcmc.native`), each chain alone.
     """
 
     def __init__(self, value_and_grad, max_tree_depth, generator, fused_leaf=None, lockstep_kernel=None,
@@ -274,7 +274,7 @@ class Sampler:
 
     def _subtree_compiled(self, start, forward, j, energy0, step_size, metric, active):
         """:meth:`_subtree` with each leaf and its bookkeeping one compiled kernel
-        (:mod:`ppgen.inference.lockstep`); the same arithmetic and random draws."""
+        (:mod:`ppgen.inference.mcmc.lockstep`); the same arithmetic and random draws."""
 
         z, r, grad, potential = start
         chains = z.shape[0]

@@ -1,7 +1,6 @@
-"""NUTS and HMC: ppgen's engine, or Pyro's kernels with per-draw statistics.
+"""NUTS and HMC on Pyro's own kernels (``engine="pyro"``), with per-draw statistics.
 
-``engine="ppgen"`` goes to :mod:`ppgen.inference.fast_mcmc`. With
-``engine="pyro"``, discrete latents are summed out (the model runs with them
+Discrete latents are summed out (the model runs with them
 enumerated) and chains run one after another with seeds ``seed + c``; each draw records divergence,
 tree depth, step size, acceptance and the Hamiltonian at the start of the
 transition, for ArviZ's ``sample_stats``.
@@ -16,9 +15,7 @@ import pyro.infer.mcmc as pyro_mcmc
 import torch
 from pyro.infer.autoguide import init_to_median, init_to_value
 
-from ..errors import MethodError
-from .fast_mcmc import run_fast_mcmc
-from .program import init_to_unconstrained_uniform
+from ..program import init_to_unconstrained_uniform
 
 
 class _Recorder:
@@ -58,17 +55,9 @@ class _HMC(_Recorder, pyro_mcmc.HMC):
     pass
 
 
-def run_mcmc(program, method, *, seed, progress, init_values=None):
-    """Run ``method.chains`` chains; return draws ``(chains, draws, ...)``, stats and the
-    timings in seconds: ``{"sampling": s, "total": s}``, and with ppgen's engine
-    ``"compile"``, the potential's build (``"sampling"`` is then the rest)."""
-    if not program.continuous_sites:
-        raise MethodError(f"{method.name.upper()}: the model has no continuous latent sites "
-                          "to sample; use Exact() for purely discrete models")
-    if method.engine == "ppgen":
-        posterior, stats, seconds, _ = run_fast_mcmc(program, method, seed=seed, progress=progress,
-                                                     init_values=init_values)
-        return posterior, stats, dict(seconds)
+def run_pyro_kernels(program, method, *, seed, progress, init_values=None):
+    """Run ``method.chains`` chains of Pyro's NUTS or HMC, one after another with seeds
+    ``seed + c``; return draws ``(chains, draws, ...)``, statistics and timings."""
     model = program.enumerated_model()
     median = init_to_median(fallback=init_to_unconstrained_uniform)  # ImproperUniform: no median
     init = init_to_value(values=init_values, fallback=median) if init_values else median

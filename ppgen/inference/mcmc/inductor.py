@@ -44,7 +44,7 @@ def inductor_kernel(graph, example, check=False, lean=True):
     the public way compiles right. ``lean=False`` goes the public way straight away
     (callers whose own probes catch a wrong lean kernel compile again so).
 
-    Before compiling, :func:`~ppgen.inference.broadcasts.simplify_for_inductor`
+    Before compiling, :func:`~ppgen.inference.mcmc.broadcasts.simplify_for_inductor`
     rewrites the graph (broadcast work done once, small last dimensions split), and
     the lean kernel keeps its intermediate buffers from call to call
     (:func:`_reusing_buffers`).

@@ -19,7 +19,7 @@ handlers (substitute, trace, log-density bookkeeping) every time, for one chain.
 * ``"compiled"``: the fused leaf compiled by TorchInductor into one C++ kernel
   (:func:`inductor_kernel`: no TorchDynamo guards or wrappers per call; the
   potential alone is that leaf with a zero step; the graph first rewritten by
-  :mod:`ppgen.inference.broadcasts`, broadcast work done once and a mixture's small
+  :mod:`ppgen.inference.mcmc.broadcasts`, broadcast work done once and a mixture's small
   component dimension split so the loops vectorise along the data): seconds to
   build, and a leapfrog step many times faster than ``"jit"``'s (``benchmarks/bench_leaf.py``);
   ``"auto"`` picks it only for long runs (``compile_hint``);

@@ -275,5 +275,5 @@ def _source(program, dim, dtype):
                f"#define PPGEN_SCRATCH_BYTES {max(total, 64)}",
                "static void ppgen_leaf(void* const* in, char* scratch, const int64_t* ext, PPGEN_REAL** out) {",
                *body, "}"]
-    driver = resources.files("ppgen.inference").joinpath("native_nuts.cpp").read_text()
+    driver = resources.files("ppgen.inference.mcmc").joinpath("native_nuts.cpp").read_text()
     return "\n".join(parts) + "\n\n" + "\n".join(prelude) + "\n\n" + driver
