@@ -56,34 +56,34 @@ PEERS_EXCL = ROWS[2], ROWS[5], ROWS[7]
 def potential_timer():
     """Time every construction of ppgen's ``Potential`` inside ``ppgen.fit``.
 
-    ``fast_mcmc.run_engine`` builds the potential (Pyro's ``initialize_model``,
+    ``accelerate.accelerate`` builds the potential (Pyro's ``initialize_model``,
     the chain-plate check, tracing and compiling) before its first leapfrog step;
     wrapping the name it calls measures exactly that step of the timed fit.
     """
-    from ppgen.inference.mcmc import engine as fast_mcmc
+    from ppgen.inference.mcmc import accelerate
 
-    real, built = fast_mcmc.Potential, []
+    real, built = accelerate.Potential, []
 
     def timed_potential(*args, **kwargs):
         potential, seconds = timed(real, *args, **kwargs)
         built.append({"compile": seconds, "mode": potential.mode, "reason": potential.reason})
         return potential
 
-    fast_mcmc.Potential = timed_potential
+    accelerate.Potential = timed_potential
     try:
         yield built
     finally:
-        fast_mcmc.Potential = real
+        accelerate.Potential = real
 
 
 def run_ppgen(problem, seed, warmup, draws, chains=1, potential="auto", chain_method="auto", free=True):
     """One timed ``ppgen.fit``; ``free=False``: several chains in lockstep instead of
-    free-running (``fast_mcmc.FREE_CHAINS``)."""
+    free-running (``accelerate.FREE_CHAINS``)."""
     import ppgen
     from ppgen.inference import NUTS
-    from ppgen.inference.mcmc import engine as fast_mcmc
+    from ppgen.inference.mcmc import accelerate
 
-    fast_mcmc.FREE_CHAINS = free
+    accelerate.FREE_CHAINS = free
 
     with potential_timer() as built:
         fit, seconds = timed(ppgen.fit, pyro_model(problem.key), torch_data(problem.key),

@@ -53,7 +53,7 @@ conditional = DDPM(2, timesteps=timesteps, hidden=(128, 128, 128), variance="pos
 ppgen.fit(conditional, (x, labels), SVI(num_steps=steps, lr=2e-3, lr_decay=0.1, batch_size=512), seed=0,
           progress=not quick)
 for w in (0.0, 2.0):
-    draws = conditional.sample(500, sampler="ddim", steps=50, labels=3, guidance=w,
+    draws = conditional.sample(500, sampler="ddim", steps=50, context=3, guidance=w,
                                generator=torch.Generator().manual_seed(2))
     share = float((torch.cdist(draws, centers).argmin(1) == 3).double().mean())
     print(f"guidance w={w}: {100 * share:.1f}% of draws for label 3 land on mode 3")

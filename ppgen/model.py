@@ -29,8 +29,10 @@ Optional abilities are the protocols below (:class:`SolvesMAP`,
 :class:`ExactPosterior`, :class:`EnergyBased`, :class:`AdversarialPair`,
 :class:`OwnObjective`, :class:`TrainingState`, :class:`TracedOnFewRows`): a family
 has one by defining its methods, and the inference methods check for it with
-``isinstance``. Conditioning data (class labels, context vectors) reach every
-program, guide and ``log_likelihood`` as the keyword ``condition``.
+``isinstance``. Conditioning data (class labels, context vectors) are ``context=``
+in every family's own methods (``sample``, ``log_prob``, ...) and reach every program,
+guide and ``log_likelihood`` as the keyword ``condition`` (inside a Pyro program
+``context`` is taken: Pyro's messengers reserve it).
 """
 
 from __future__ import annotations

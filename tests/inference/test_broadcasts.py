@@ -277,7 +277,7 @@ def test_dirichlet_model_runs_free_chains_compiled_the_public_way():
     way, is compiled again the public way once its probes disagree, and sampled."""
     import ppgen
     from ppgen.inference import NUTS
-    from ppgen.inference.mcmc import engine as fast_mcmc
+    from ppgen.inference.mcmc import accelerate
 
     def model(y):
         weights = pyro.sample("weights", dist.Dirichlet(torch.ones(3, dtype=torch.float64)))
@@ -287,19 +287,19 @@ def test_dirichlet_model_runs_free_chains_compiled_the_public_way():
     counts = torch.tensor([3, 5, 12])
     y = torch.cat([torch.full((int(n),), k) for k, n in enumerate(counts)])
     built = []
-    real = fast_mcmc.compile_free_step
+    real = accelerate.compile_free_step
 
     def recording(*args):
         kernel = real(*args)
         built.append(kernel)
         return kernel
 
-    fast_mcmc.compile_free_step = recording
+    accelerate.compile_free_step = recording
     try:
         fit = ppgen.fit(model, {"y": y}, NUTS(num_samples=500, warmup=500, chains=2, potential="compiled"),
                         seed=0, progress=False)
     finally:
-        fast_mcmc.compile_free_step = real
+        accelerate.compile_free_step = real
     assert built and built[0] is not None and not built[0].lean
     # Dirichlet(1 + counts) posterior mean, within 5 Monte Carlo standard errors (ESS >= 200)
     alpha = 1.0 + counts.double()

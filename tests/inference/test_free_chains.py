@@ -12,7 +12,7 @@ import torch
 
 import ppgen
 from ppgen.inference import NUTS
-from ppgen.inference.mcmc import engine as fast_mcmc
+from ppgen.inference.mcmc import accelerate
 from ppgen.inference.mcmc import free_running as fc
 from ppgen.inference.mcmc.nuts import Metric, Sampler, State
 from ppgen.inference.mcmc.potential import Potential
@@ -165,7 +165,7 @@ def test_fit_runs_free_chains_on_a_compiled_potential(float64, monkeypatch):
     mean, sd = float(y.sum()) / 7, (1 / 7) ** 0.5
     assert abs(float(fit.posterior["mu"].mean()) - mean) < 4 * sd / (900 / 4) ** 0.5
     assert int(fit.sample_stats["diverging"].sum()) == 0
-    monkeypatch.setattr(fast_mcmc, "FREE_CHAINS", False)
+    monkeypatch.setattr(accelerate, "FREE_CHAINS", False)
     lockstep = ppgen.fit(normal_mean, {"y": y}, method, seed=1, progress=False)
     assert used == [1]
     assert abs(float(lockstep.posterior["mu"].mean()) - float(fit.posterior["mu"].mean())) < 4 * sd / 15

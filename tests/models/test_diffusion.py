@@ -247,8 +247,8 @@ def test_classifier_free_guidance(float64):
     assert torch.allclose(eps0, conditional)
     _, eps2 = model.predict(x, t, labels, guidance=2.0)
     assert torch.allclose(eps2, 3 * conditional - 2 * unconditional)
-    assert model.sample(6, labels=2, guidance=1.5).shape == (6, 2)
-    assert model.sample(3, labels=[0, 1, 2]).shape == (3, 2)
+    assert model.sample(6, context=2, guidance=1.5).shape == (6, 2)
+    assert model.sample(3, context=[0, 1, 2]).shape == (3, 2)
     for bad, match in [(3, r"\[0, 3\)"), (-1, r"\[0, 3\)"), ([0.5, 1, 2], "integers"), ([0, 1], "2 labels")]:
         with pytest.raises(ppgen.DataError, match=match):
             model.sample(3, labels=bad)

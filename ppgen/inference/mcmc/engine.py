@@ -1,32 +1,22 @@
 """ppgen's own NUTS/HMC engine: every chain at once over a flat potential.
 
-The model is traced once into a :class:`~ppgen.inference.mcmc.potential.Potential`
-(batched over chains and compiled by ``torch.jit.trace`` or TorchInductor where that
-is safe), then :class:`~ppgen.inference.mcmc.nuts.Sampler` moves all chains in lockstep,
-with Stan's warm-up (:mod:`ppgen.inference.mcmc.adaptation`).
-
-* NUTS with a diagonal metric on a compiled potential (a long run on the CPU): every
-  transition in C++ (:mod:`ppgen.inference.mcmc.native`) on the one-chain kernels;
-  several chains (``chain_method="auto"``) each alone, on OpenMP threads, adapted
-  together here between transitions. Where the compiled leaf calls more than C++
-  kernels, the Python paths below, with the reason logged.
-* Several NUTS chains batched through the potential (``chain_method="vectorized"``,
-  or where C++ does not apply) on a compiled potential run free
-  (:mod:`ppgen.inference.mcmc.free_running`: each chain its own trees and warm-up, none
-  waiting for another's longest tree; ``FREE_CHAINS = False`` keeps them in
-  lockstep).
+The model is traced once into a :class:`~ppgen.inference.mcmc.potential.Potential`, and
+:func:`~ppgen.inference.mcmc.accelerate.accelerate` builds the accelerators that apply
+(NUTS transitions in C++, free-running batched chains); then warm-up (Stan's windows,
+:mod:`ppgen.inference.mcmc.adaptation`) and draws, on the accelerators or on the
+reference sampler, :class:`~ppgen.inference.mcmc.nuts.Sampler`, whose batched chains
+move in lockstep.
 
 Draws come back per site in the constrained space, shaped ``(chains, draws, ...)``,
 with per-draw statistics for ArviZ's ``sample_stats``: ``diverging``, ``tree_depth``,
 ``n_steps``, ``step_size``, ``acceptance_rate``, ``energy`` and ``lp``.
 
-``NUTS(engine="pyro")`` keeps Pyro's own kernels (:mod:`ppgen.inference.mcmc`).
+``NUTS(engine="pyro")`` keeps Pyro's own kernels (:mod:`ppgen.inference.mcmc.pyro_engine`).
 """
 from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 
 import pyro
@@ -37,80 +27,26 @@ from tqdm.auto import tqdm
 from ...errors import MethodError
 from ..program import init_to_unconstrained_uniform
 from . import free_running
+from .accelerate import accelerate
 from .adaptation import DualAveraging, Welford, initial_step_size, windows
-from .free_running import compile_free_step
-from .lockstep import compile_lockstep
-from .native import compile_native_nuts
 from .nuts import Metric, Sampler, State
-from .potential import Potential
 
 log = logging.getLogger("ppgen")
 
 
-#: Runs of at least this many transitions (warm-up + draws) let ``potential="auto"`` compile
-#: with TorchInductor: seconds to build (less from its on-disk cache), then several times
-#: faster leapfrog steps; shorter runs (tests, quick looks) use the TorchScript graph.
-COMPILE_MIN_ITERATIONS = 1000
-
-#: Several NUTS chains on a compiled potential run free (:mod:`ppgen.inference.mcmc.free_running`).
-FREE_CHAINS = True
-
-#: One NUTS chain on a compiled potential runs its transitions in C++ where the leaf allows
-#: (:mod:`ppgen.inference.mcmc.native`); ``False`` keeps them in Python.
-NATIVE_NUTS = True
-
-
 def run_engine(program, method, *, seed, progress, init_values=None):
     """Run ``method.chains`` chains; return draws, statistics, seconds
-    (``{"compile": building the potential, "sampling": the rest, "total": both}``) and
-    ``{"potential": mode, "reason": why a faster mode was refused}``."""
+    (``{"compile": building the potential and its accelerators, "sampling": the rest,
+    "total": both}``) and ``{"potential": mode, "reason": why a faster mode was refused}``."""
     start = time.perf_counter()
     pyro.set_rng_seed(seed)
     median = init_to_median(fallback=init_to_unconstrained_uniform)  # ImproperUniform: no median
     init = init_to_value(values=init_values, fallback=median) if init_values else median
-    long_run = method.warmup + method.num_samples >= COMPILE_MIN_ITERATIONS
-    chains = method.chains
-    in_cpp = _in_cpp(program, method, long_run)
-    potential = Potential(program, 1 if in_cpp else chains, mode=method.potential, init_strategy=init,
-                          compile_hint=long_run)
-    generator = torch.Generator(device=potential.initial.device).manual_seed(seed)
-    native = None
-    if in_cpp and potential.mode == "compiled":
-        native, why = compile_native_nuts(potential, method.max_tree_depth, generator)
-        log.info("NUTS transitions: %s", f"C++ ({chains} chain{'s' * (chains > 1)})" if native else
-                 f"Python ({why})")
-    if native is None and potential.chains != chains:  # several chains, not in C++: batch them
-        pyro.set_rng_seed(seed)
-        potential = Potential(program, chains, mode=method.potential, init_strategy=init, compile_hint=long_run)
-        generator.manual_seed(seed)
-    z = potential.initial
-    if native is not None and chains > 1:
-        z = potential.starting_points(chains)
-        native.threads = min(chains, os.cpu_count() or 1) if native.thread_safe else 1
-    # several chains on a compiled potential: each leaf's bookkeeping compiled with it, the
-    # chains free-running (NUTS) or in lockstep (HMC, or where the free-running leaf fails)
-    batched = potential.chains > 1
-    free = None if not batched or method.dense_mass or method.name == "hmc" or not FREE_CHAINS else \
-        compile_free_step(potential, method.max_tree_depth)
-    lockstep = None if not batched or method.dense_mass or free is not None else \
-        compile_lockstep(potential, method.max_tree_depth + 1)
+    run = accelerate(program, method, seed, init)
     built = time.perf_counter()
-    draws, sample_stats = _sample(potential, method, z, generator, progress, free=free, lockstep=lockstep,
-                                  native=native)
-    return _finish(potential, method, draws, sample_stats, start, built)
-
-
-def _in_cpp(program, method, long_run):
-    """Whether to try NUTS transitions in C++ (:mod:`ppgen.inference.mcmc.native`) over a
-    compiled one-chain potential: a diagonal metric on the CPU, one chain, or several with
-    ``chain_method="auto"`` (``"vectorized"`` batches them through the potential), in a run
-    long enough to compile: each chain's C++ transitions cost less than its share of a
-    batched leaf called from Python, and the chains spread over the cores
-    (``benchmarks/bench_nuts.py`` compares the two)."""
-    on_cpu = all(t.device.type == "cpu" for t in program.kwargs.values() if torch.is_tensor(t))
-    wanted = method.potential == "compiled" or (method.potential == "auto" and long_run)
-    return (NATIVE_NUTS and method.name == "nuts" and not method.dense_mass and on_cpu and wanted
-            and (method.chains == 1 or method.chain_method == "auto"))
+    draws, sample_stats = _sample(run.potential, method, run.start, run.generator, progress, free=run.free_step,
+                                  lockstep=run.lockstep, native=run.native)
+    return _finish(run.potential, method, draws, sample_stats, start, built)
 
 
 def _sample(potential, method, z, generator, progress, free=None, lockstep=None, native=None):

@@ -26,18 +26,15 @@ orders named below.
 
 from __future__ import annotations
 
-import logging
 import math
-import warnings
 
 import torch
 
 from .adaptation import GAMMA, KAPPA, T0, initial_step_size, regularised_variance, windows
-from .inductor import probed_inductor_kernel
+from .fallback import Refused
+from .inductor import compiled_and_checked
 from .nuts import MAX_DELTA_H, Metric, State
 from .potential import close_enough
-
-log = logging.getLogger("ppgen")
 
 #: The rows of ``V`` before the block rows: tree ends (left, right), the current leaf, the
 #: transition's proposal, the tree's momentum sum, the subtree's proposal and momentum sum.
@@ -180,41 +177,19 @@ def _start_parts(z, potential, grad, r, inverse):
 def compile_free_step(potential, max_tree_depth):
     """:func:`free_step` for ``potential``'s chains compiled by TorchInductor with the
     fused leapfrog step: ``(V, B, S, A, W, energy0, step, inverse, uniforms, noise, plan) ->
-    (V, B, S, A, W, energy0, step, R, summary)``; None
-    unless the mode is ``"compiled"`` with several chains, or where compiling fails or
-    disagrees with eager evaluation at probe points (logged)."""
+    (V, B, S, A, W, energy0, step, R, summary)``, checked against eager evaluation at probe
+    points; raises :class:`~.fallback.Refused` unless the potential is compiled with several
+    chains and the kernel agrees."""
     if potential.mode != "compiled" or potential.chains < 2:
-        return None
+        raise Refused("needs a compiled potential over several chains")
 
     def eager(*args):
         return free_step(potential._leaf_eager, *args, max_tree_depth)
 
-    example = _probe_args(potential, max_tree_depth, torch.Generator().manual_seed(0))
     tol = 1e-10 if potential.initial.dtype == torch.float64 else 2e-5
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            kernel = probed_inductor_kernel(
-                eager, example, lambda kernel: _agrees(kernel, eager, potential, max_tree_depth, tol))
-        except Exception as exc:  # noqa: BLE001 - any failure means: chains in lockstep
-            log.info("NUTS: the free-running leaf did not compile (%s: %s); chains in lockstep",
-                     type(exc).__name__, str(exc)[:120])
-            return None
-    if kernel is None:
-        log.info("NUTS: the compiled free-running leaf disagrees with eager evaluation; chains in lockstep")
-    return kernel
-
-
-def _agrees(kernel, eager, potential, max_tree_depth, tol):
-    for seed in (1, 2):
-        args = _probe_args(potential, max_tree_depth, torch.Generator().manual_seed(seed))
-        with torch.no_grad():
-            got = kernel(*args)
-        with torch.enable_grad():
-            expected = eager(*args)
-        if not all(close_enough(a, b.detach(), tol) for a, b in zip(got, expected)):
-            return False
-    return True
+    return compiled_and_checked(
+        eager, lambda seed: _probe_args(potential, max_tree_depth, torch.Generator().manual_seed(seed)),
+        lambda got, expected: close_enough(got, expected, tol))
 
 
 def _probe_args(potential, max_tree_depth, generator):

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import types
+import warnings
 
 import torch
 
 from .broadcasts import simplify_for_inductor, written_in_place
+from .fallback import Refused
 
 log = logging.getLogger("ppgen")
 
@@ -112,6 +114,30 @@ def probed_inductor_kernel(function, example, agrees):
         if not kernel.lean:
             break
     return None
+
+
+def compiled_and_checked(eager, probe, close, seeds=(1, 2)):
+    """``eager`` compiled by TorchInductor (:func:`probed_inductor_kernel`, recorded at
+    ``probe(0)``) and accepted only where its outputs at ``probe(seed)``, for each of
+    ``seeds``, are ``close(got, expected)`` to eager evaluation; raises :class:`Refused`
+    otherwise. ``probe(seed)`` gives the arguments, drawn from a generator seeded with it."""
+    def agrees(kernel):
+        for seed in seeds:
+            args = probe(seed)
+            with torch.no_grad():
+                got = kernel(*args)
+            with torch.enable_grad():
+                expected = eager(*args)
+            if not all(close(a, b.detach()) for a, b in zip(got, expected)):
+                return False
+        return True
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kernel = probed_inductor_kernel(eager, probe(0), agrees)
+    if kernel is None:
+        raise Refused("the compiled kernel disagrees with eager evaluation at probe points")
+    return kernel
 
 
 def disagreement(expected, got):

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 
 import torch
 
-from .inductor import probed_inductor_kernel
+from .fallback import Refused
+from .inductor import compiled_and_checked
 from .nuts import MAX_DELTA_H
 from .potential import close_enough
 
@@ -105,44 +105,23 @@ def compile_lockstep(potential, levels):
     """:func:`lockstep_leaf` for ``potential``'s chains and a tree of ``levels`` levels,
     compiled by TorchInductor with the fused leapfrog step
     (a function of the flat arguments ``(*carried, step, half_step, inverse, energy0,
-    uniform, opening, closing)``); None unless the mode is ``"compiled"`` with several
-    chains, or where compiling fails or disagrees with eager evaluation (logged)."""
+    uniform, opening, closing)``), checked against eager evaluation at probe points;
+    raises :class:`~.fallback.Refused` unless the potential is compiled with several chains
+    and the kernel agrees."""
     if potential.mode != "compiled" or potential.chains < 2:
-        return None
-
+        raise Refused("needs a compiled potential over several chains")
     count = len(CARRIED)
 
     def eager(*args):
         return lockstep_leaf(potential._leaf_eager, args[:count], *args[count:])
 
-    carried, rest = _probe_args(potential, levels, torch.Generator().manual_seed(0))
-    example = carried + rest
-    tol = 1e-10 if potential.initial.dtype == torch.float64 else 2e-5
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            kernel = probed_inductor_kernel(
-                eager, example, lambda kernel: _agrees(kernel, eager, potential, levels, tol))
-        except Exception as exc:  # noqa: BLE001 - any failure means: keep the eager bookkeeping
-            log.info("NUTS: the lockstep leaf did not compile (%s: %s); eager bookkeeping",
-                     type(exc).__name__, str(exc)[:120])
-            return None
-    if kernel is None:
-        log.info("NUTS: the compiled lockstep leaf disagrees with eager evaluation; eager bookkeeping")
-    return kernel
-
-
-def _agrees(kernel, eager, potential, levels, tol):
-    for seed in (1, 2):
+    def probe(seed):
         carried, rest = _probe_args(potential, levels, torch.Generator().manual_seed(seed))
-        with torch.no_grad():
-            got = kernel(*carried, *rest)
-        with torch.enable_grad():
-            expected = eager(*carried, *rest)
-        if not all(close_enough(a, b.detach(), tol) if a.is_floating_point() else torch.equal(a, b)
-                   for a, b in zip(got, expected)):
-            return False
-    return True
+        return carried + rest
+
+    tol = 1e-10 if potential.initial.dtype == torch.float64 else 2e-5
+    return compiled_and_checked(eager, probe, lambda a, b: close_enough(a, b, tol) if a.is_floating_point()
+                                else torch.equal(a, b))
 
 
 def _probe_args(potential, levels, generator):

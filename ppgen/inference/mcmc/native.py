@@ -44,6 +44,7 @@ from importlib import resources
 
 import torch
 
+from .fallback import Refused
 from .inductor import disagreement, with_globals
 from .nuts import State
 
@@ -125,12 +126,13 @@ class NativeNUTS:
 
 def compile_native_nuts(potential, max_tree_depth, generator):
     """A :class:`NativeNUTS` for one chain of ``potential`` (compiled, lean), checked
-    against the Python leaf; ``(None, reason)`` where it does not apply."""
+    against the Python leaf; raises :class:`~.fallback.Refused` (saying why) where it does
+    not apply."""
     leaf = getattr(potential, "_leaf", None)
     call = getattr(leaf, "generated", None)
     z = potential.initial
     if call is None or z.shape[0] != 1 or z.dtype not in _REAL or z.device.type != "cpu":
-        return None, "needs one chain's lean TorchInductor leaf on the CPU in float32 or float64"
+        raise Refused("needs one chain's lean TorchInductor leaf on the CPU in float32 or float64")
     noise = torch.randn((3,) + tuple(z.shape), generator=torch.Generator().manual_seed(0), dtype=z.dtype)
     example = (z, noise[0], noise[1], noise[2], z.new_full((1, 1), 0.1), z.new_full((1, 1), 0.05),
                noise[0].abs() + 0.5)
@@ -143,14 +145,16 @@ def compile_native_nuts(potential, max_tree_depth, generator):
         argtypes = [f"const {real}*"] * 6 + ["const double*", "const int64_t*"] + ["int64_t"] * 5 + \
             [f"{real}*"] * 4 + ["double*"]
         entry = CppPythonBindingsCodeCache.load_pybinding(argtypes, source)
-    except _NotNative as exc:
-        return None, str(exc)
+    except Refused:  # the generated wrapper does something the C++ driver does not replay
+        raise
     except Exception as exc:  # noqa: BLE001 - Inductor internals or the C++ compiler: keep Python's loop
-        return None, f"building failed ({type(exc).__name__}: {str(exc)[:200]})"
+        raise Refused(f"building failed ({type(exc).__name__}: {str(exc)[:200]})") from None
     native = NativeNUTS(entry, program["constants"], max_tree_depth, 0, thread_safe=program["thread_safe"])
     native.reseed(generator)
     why = _check(native, leaf, potential)
-    return (None, why) if why else (native, "")
+    if why:
+        raise Refused(why)
+    return native
 
 
 def _check(native, leaf, potential):
@@ -170,10 +174,6 @@ def _check(native, leaf, potential):
     return ""
 
 
-class _NotNative(Exception):
-    """The generated wrapper does something the C++ driver does not replay."""
-
-
 def _record(call, example):
     """Run Inductor's generated ``call`` once on copies of ``example``, recording its buffers,
     its kernel calls and where each argument and output lives."""
@@ -183,7 +183,7 @@ def _record(call, example):
     constants = {n: v for n, v in names.items() if isinstance(v, torch.Tensor)}
     other = set(function.__code__.co_names) - _PLAIN_NAMES - kernels - set(constants)
     if other or not kernels:
-        raise _NotNative(f"the compiled leaf calls more than C++ kernels ({', '.join(sorted(other)) or 'none'})")
+        raise Refused(f"the compiled leaf calls more than C++ kernels ({', '.join(sorted(other)) or 'none'})")
     allocate, buffers, calls = names["empty_strided_cpu"], [], []
 
     def empty_strided(size, stride, dtype):
@@ -203,18 +203,18 @@ def _record(call, example):
 
     def locate(t):
         if not isinstance(t, torch.Tensor) or t.device.type != "cpu":
-            raise _NotNative(f"a kernel argument is not a CPU tensor ({type(t).__name__})")
+            raise Refused(f"a kernel argument is not a CPU tensor ({type(t).__name__})")
         pointer = t.data_ptr()
         for kind, i, base in regions:
             start, size = base.untyped_storage().data_ptr(), base.untyped_storage().nbytes()
             if start <= pointer < start + size:
                 return kind, i, pointer - start
-        raise _NotNative("a kernel argument lives outside the wrapper's buffers")
+        raise Refused("a kernel argument lives outside the wrapper's buffers")
 
     dim = example[0].shape[1]
     if len(out) != 7 or any(not t.is_contiguous() or t.numel() != n or t.dtype != example[0].dtype
                             for t, n in zip(out, (dim, dim, dim, 1, 1, dim, dim))):
-        raise _NotNative("the compiled leaf's outputs are not laid out as expected")
+        raise Refused("the compiled leaf's outputs are not laid out as expected")
     return {"calls": [(name, [locate(a) for a in args]) for name, args in calls],
             "outputs": [locate(t) for t in out], "buffers": [t.untyped_storage().nbytes() for t in buffers],
             "constants": list(constants.values()), "file": names.get("__file__")}
@@ -223,7 +223,7 @@ def _record(call, example):
 def _kernel_sources(path):
     """``{name: (argtypes, C++ source)}`` of every ``cpp_fused_*`` in a generated wrapper module."""
     if not path:
-        raise _NotNative("the wrapper module has no source file")
+        raise Refused("the wrapper module has no source file")
     with open(path) as handle:
         tree = ast.parse(handle.read())
     found = {}
@@ -245,13 +245,13 @@ def _source(program, dim, dtype):
     parts, index = [], {}
     for i, name in enumerate(used):
         if name not in sources:
-            raise _NotNative(f"no source for kernel {name}")
+            raise Refused(f"no source for kernel {name}")
         argtypes, source = sources[name]
         if any(not a.strip().endswith("*") for a in argtypes):
-            raise _NotNative(f"kernel {name} takes non-pointer arguments ({argtypes})")
+            raise Refused(f"kernel {name} takes non-pointer arguments ({argtypes})")
         renamed, count = _ENTRY.subn(f"static void ppgen_kernel_{i}(", source)
         if count != 1:
-            raise _NotNative(f"kernel {name}'s source has {count} entry points")
+            raise Refused(f"kernel {name}'s source has {count} entry points")
         parts.append(renamed)
         index[name] = (i, argtypes)
     offsets, total = [], 0

@@ -401,20 +401,21 @@ class DDPM(DiffusionData, GenerativeModel):
             return error.pow(2).sum() * (size / batch)
 
     # ------------------------------------------------------------ densities
-    def variational_bound(self, data, condition=None, *, num_samples=1, seed=None, progress=False):
-        """The bound and its terms per datum: a :class:`~ppgen.models.diffusion.bound.Bound`."""
-        x, labels = self._split(data, condition, "data")
+    def variational_bound(self, data, context=None, *, num_samples=1, seed=None, progress=False):
+        """The bound and its terms per datum: a :class:`~ppgen.models.diffusion.bound.Bound`
+        (``context``: the class labels of a conditional model)."""
+        x, labels = self._split(data, context, "data")
         return variational_bound(self, x, labels, num_samples=num_samples, seed=seed, progress=progress)
 
-    def log_prob(self, data, condition=None, *, num_samples=1, seed=None, progress=False):
+    def log_prob(self, data, context=None, *, num_samples=1, seed=None, progress=False):
         """The variational lower bound on :math:`\\log p(x_i)` per datum, in nats (see the module
         docstring for what it bounds). ``seed`` fixes its draws (default: torch's global state)."""
-        return self.variational_bound(data, condition, num_samples=num_samples, seed=seed,
+        return self.variational_bound(data, context, num_samples=num_samples, seed=seed,
                                       progress=progress).log_prob
 
-    def bits_per_dim(self, data, condition=None, *, num_samples=1, seed=None, progress=False):
+    def bits_per_dim(self, data, context=None, *, num_samples=1, seed=None, progress=False):
         """The negative bound in bits per dimension, per datum: :math:`-\\mathcal{L} / (D \\ln 2)`."""
-        return self.variational_bound(data, condition, num_samples=num_samples, seed=seed,
+        return self.variational_bound(data, context, num_samples=num_samples, seed=seed,
                                       progress=progress).bits_per_dim
 
     def log_likelihood(self, data, params=None, condition=None, **kwargs):
@@ -422,8 +423,8 @@ class DDPM(DiffusionData, GenerativeModel):
         return variational_bound(self, data, condition).log_prob[None]
 
     # ------------------------------------------------------------ sampling
-    def sample(self, n, params=None, *, sampler="ancestral", steps=None, eta=0.0, spacing=None, labels=None,
-               guidance=None, generator=None):
+    def sample(self, n, params=None, *, sampler="ancestral", steps=None, eta=0.0, spacing=None, context=None,
+               guidance=None, generator=None, labels=None):
         """``n`` new data points in data units, shape ``(n, *event_shape)``.
 
         Parameters
@@ -437,8 +438,9 @@ class DDPM(DiffusionData, GenerativeModel):
         spacing : {"leading", "trailing", "linspace", "quadratic"}, optional
             DDIM's time steps (:mod:`ppgen.models.diffusion.sampling`); default
             :data:`DDIM_SPACING`.
-        labels : int or tensor ``(n,)``, optional
-            Class labels of a conditional model (None: the unconditional model).
+        context : int or tensor ``(n,)``, optional
+            Class labels of a conditional model (None: the unconditional model); the
+            name every family gives its conditioning data (``labels=`` is the same).
         guidance : float, optional
             Classifier-free guidance weight :math:`w` (needs labels).
         generator : torch.Generator, optional
@@ -448,17 +450,10 @@ class DDPM(DiffusionData, GenerativeModel):
         discretized decoder), as Ho et al. do.
         """
         n = _integer("n", n, 1)
-        if sampler not in sampling.SAMPLERS:
-            raise ModelError(f"sampler={sampler!r}: choose one of {sampling.SAMPLERS}")
-        if sampler == "ancestral" and (steps is not None or eta or spacing is not None):
-            raise ModelError("steps, eta and spacing are DDIM settings; use sampler='ddim'")
-        spacing = DDIM_SPACING if spacing is None else spacing
-        if spacing not in sampling.SPACINGS:
-            raise ModelError(f"spacing={spacing!r}: choose one of {sampling.SPACINGS}")
-        if guidance is not None and not (isinstance(guidance, (int, float)) and math.isfinite(guidance)):
-            raise ModelError(f"guidance must be a finite number, got {guidance!r}")
-        if guidance and labels is None:
-            raise ModelError("guidance needs labels: it sharpens p(x | label)")
+        if labels is not None and context is not None:
+            raise ModelError("give the class labels once: context=... (labels= is the same)")
+        labels = context if labels is None else labels
+        spacing = sampling.check_settings(sampler, steps, eta, spacing, guidance, labels is not None, DDIM_SPACING)
         labels = None if labels is None else self.check_labels(labels, n, "labels")
         noise = sampling.standard_normal(generator)
         rows = max(1, PASS_ELEMENTS // self.data_dim)
@@ -475,7 +470,7 @@ class DDPM(DiffusionData, GenerativeModel):
         return torch.cat(out)
 
     def replicate(self, params, data, condition=None, **kwargs):
-        return self.sample(data.shape[0], labels=condition)
+        return self.sample(data.shape[0], context=condition)
 
     @classmethod
     def example(cls, seed=0):

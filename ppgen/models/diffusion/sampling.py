@@ -57,6 +57,24 @@ SAMPLERS = ("ancestral", "ddim")
 SPACINGS = ("leading", "trailing", "linspace", "quadratic")
 
 
+def check_settings(sampler, steps, eta, spacing, guidance, has_labels, default_spacing):
+    """Raise a ModelError naming the first sampler setting that cannot be used; return the
+    spacing (``default_spacing`` when None). ``steps``, ``eta`` and ``spacing`` are DDIM's;
+    guidance needs labels."""
+    if sampler not in SAMPLERS:
+        raise ModelError(f"sampler={sampler!r}: choose one of {SAMPLERS}")
+    if sampler == "ancestral" and (steps is not None or eta or spacing is not None):
+        raise ModelError("steps, eta and spacing are DDIM settings; use sampler='ddim'")
+    spacing = default_spacing if spacing is None else spacing
+    if spacing not in SPACINGS:
+        raise ModelError(f"spacing={spacing!r}: choose one of {SPACINGS}")
+    if guidance is not None and not (isinstance(guidance, (int, float)) and math.isfinite(guidance)):
+        raise ModelError(f"guidance must be a finite number, got {guidance!r}")
+    if guidance and not has_labels:
+        raise ModelError("guidance needs labels: it sharpens p(x | label)")
+    return spacing
+
+
 def ddim_timesteps(timesteps, steps, spacing="leading"):
     """The ascending subsequence of ``steps`` time steps in ``1..timesteps`` named by
     ``spacing`` (see the module docstring)."""
