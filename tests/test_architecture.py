@@ -170,10 +170,14 @@ def test_every_family_lives_in_its_own_folder():
         assert parts[:2] == ["ppgen", "models"] and len(parts) == 4, (name, cls.__module__)
 
 
-#: The public API whose type hints a type checker checks (mypy, configured in pyproject.toml).
+#: The public API whose type hints a type checker checks (mypy, configured in pyproject.toml):
+#: ``fit``, the methods, ``Fit``, the protocols and every family's constructor.
 TYPED = ["ppgen/model.py", "ppgen/registry.py", *(f"ppgen/inference/{name}.py" for name in (
     "api", "method", "methods", "variational", "sampling", "exact", "contrastive", "adversarial", "result",
-    "persistence", "training"))]
+    "persistence", "training")), *(f"ppgen/models/{name}.py" for name in (
+        "bayesnet/network", "hmm/base", "hmm/families", "mixture/gaussian_mixture", "factor/factor",
+        "conjugate/conjugate", "vae/vae", "vae/conv_vae", "autoencoder/autoencoder", "flows/flows", "rbm/base",
+        "rbm/rbm", "diffusion/ddpm", "gan/gan"))]
 
 
 def test_public_api_type_checks():
@@ -193,3 +197,18 @@ def test_method_names_come_from_one_list():
                if a.dest == "method")
     assert set(fit.choices) == set(METHODS)
     assert all(METHODS[name].name == name for name in METHODS)
+
+
+def test_every_family_constructor_is_typed_and_checked():
+    import inspect
+
+    from ppgen import registry
+
+    typed = {str(ROOT.parent / path) for path in TYPED}
+    for name, cls in registry.families().items():
+        init = cls.__init__
+        assert inspect.getsourcefile(init) in typed, (name, inspect.getsourcefile(init))
+        signature = inspect.signature(init)
+        missing = [p for p in list(signature.parameters)[1:]
+                   if signature.parameters[p].annotation is inspect.Parameter.empty]
+        assert not missing and signature.return_annotation is not inspect.Signature.empty, (name, missing)

@@ -29,6 +29,7 @@ encoded minibatches during training (like batch-norm statistics, momentum
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -64,8 +65,9 @@ class Autoencoder(DeepLatentModel):
     methods = ("map",)
     log_prob_kind = "none"
 
-    def __init__(self, data_dim, latent_dim=2, hidden=(256, 128), likelihood="gaussian", *, activation="relu",
-                 noise_scale=None, min_noise_scale=1e-2, code_momentum=0.02):
+    def __init__(self, data_dim: int, latent_dim: int = 2, hidden: Sequence[int] = (256, 128),
+                 likelihood: str = "gaussian", *, activation: str = "relu", noise_scale: float | None = None,
+                 min_noise_scale: float = 1e-2, code_momentum: float = 0.02) -> None:
         super().__init__((positive_int("data_dim", data_dim),), latent_dim, likelihood, noise_scale=noise_scale,
                          min_noise_scale=min_noise_scale)
         if not (isinstance(code_momentum, numbers.Real) and 0 < code_momentum <= 1):
@@ -180,9 +182,10 @@ class DenoisingAutoencoder(Autoencoder):
 
     CORRUPTIONS = ("gaussian", "mask")
 
-    def __init__(self, data_dim, latent_dim=2, hidden=(256, 128), likelihood="gaussian", *,
-                 corruption="gaussian", noise_level=0.2, activation="relu", noise_scale=None,
-                 min_noise_scale=1e-2, code_momentum=0.02):
+    def __init__(self, data_dim: int, latent_dim: int = 2, hidden: Sequence[int] = (256, 128),
+                 likelihood: str = "gaussian", *, corruption: str = "gaussian", noise_level: float = 0.2,
+                 activation: str = "relu", noise_scale: float | None = None, min_noise_scale: float = 1e-2,
+                 code_momentum: float = 0.02) -> None:
         super().__init__(data_dim, latent_dim, hidden, likelihood, activation=activation, noise_scale=noise_scale,
                          min_noise_scale=min_noise_scale, code_momentum=code_momentum)
         if corruption not in self.CORRUPTIONS:

@@ -70,6 +70,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import pyro
@@ -144,9 +146,10 @@ class BayesianNetwork(BayesNetIOMixin, BayesNetQueryMixin, BayesNetLearningMixin
     observed_site = "obs"
     data_plate = "data"
 
-    def __init__(self, states, parents=None, cpts=None, *, prior_concentration=1.0,
-                 name="network", atol=1e-6, max_factor_size=DEFAULT_MAX_FACTOR_SIZE,
-                 properties=None, network_properties=None):
+    def __init__(self, states: Mapping[str, Sequence[str]], parents: Mapping[str, Sequence[str]] | None = None,
+                 cpts: Mapping[str, Any] | None = None, *, prior_concentration: float = 1.0, name: str = "network",
+                 atol: float = 1e-6, max_factor_size: int = DEFAULT_MAX_FACTOR_SIZE,
+                 properties: Mapping[str, Any] | None = None, network_properties: Any = None) -> None:
         super().__init__()
         self.states, self.parents = check_structure(states, parents or {})
         self.variables = list(self.states)

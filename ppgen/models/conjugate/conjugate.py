@@ -46,7 +46,8 @@ class ConjugateNormal(GenerativeModel):
 
     methods = ("svi", "map", "nuts", "hmc", "exact")
 
-    def __init__(self, prior_mean=0.0, prior_kappa=1.0, prior_shape=2.0, prior_rate=2.0):
+    def __init__(self, prior_mean: float = 0.0, prior_kappa: float = 1.0, prior_shape: float = 2.0,
+                 prior_rate: float = 2.0) -> None:
         super().__init__()
         if not (isinstance(prior_mean, (int, float)) and math.isfinite(prior_mean)):
             raise ModelError(f"prior_mean must be a finite number, got {prior_mean!r}")
@@ -134,7 +135,7 @@ class BetaBernoulli(GenerativeModel):
 
     methods = ("svi", "map", "nuts", "hmc", "exact")
 
-    def __init__(self, alpha=1.0, beta=1.0):
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0) -> None:
         super().__init__()
         self.register_buffer("alpha", torch.tensor(_positive("alpha", alpha)))
         self.register_buffer("beta", torch.tensor(_positive("beta", beta)))

@@ -72,6 +72,7 @@ the same network is also the unconditional model (``labels=None`` everywhere mea
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -152,18 +153,20 @@ class DDPM(DiffusionData, GenerativeModel):
     log_prob_kind = "bound"
     methods = ("svi",)
 
-    def __init__(self, data_dim=None, *, image_shape=None, timesteps=1000, schedule="linear", variance="beta",
-                 denoiser=None, hidden=None, time_dim=64, activation="silu", num_classes=0,
-                 guidance_dropout=0.1, decoder="gaussian", levels=256, standardize=True, clip_denoised=None,
-                 data_scale=1.0, ema_decay=0.999):
+    def __init__(self, data_dim: int | None = None, *, image_shape: Sequence[int] | None = None,
+                 timesteps: int = 1000, schedule: str = "linear", variance: str = "beta",
+                 denoiser: str | torch.nn.Module | None = None, hidden: Sequence[int] | None = None,
+                 time_dim: int = 64, activation: str = "silu", num_classes: int = 0, guidance_dropout: float = 0.1,
+                 decoder: str = "gaussian", levels: int = 256, standardize: bool = True,
+                 clip_denoised: bool | None = None, data_scale: float = 1.0, ema_decay: float | None = 0.999) -> None:
         super().__init__()
         if (data_dim is None) == (image_shape is None):
             raise ModelError("give data_dim (vectors) or image_shape (images), not both or neither")
         if image_shape is not None:
-            shape = tuple(image_shape) if isinstance(image_shape, (list, tuple)) else ()
+            shape: tuple[int, ...] = tuple(image_shape) if isinstance(image_shape, (list, tuple)) else ()
             if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
                 raise ModelError(f"image_shape must be (channels, height, width), got {image_shape!r}")
-            self.event_shape = shape
+            self.event_shape: tuple[int, ...] = shape
         else:
             self.event_shape = (_integer("data_dim", data_dim, 1),)
         self.timesteps = _integer("timesteps", timesteps, 2)

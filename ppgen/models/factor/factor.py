@@ -54,7 +54,8 @@ class _LinearGaussian(GenerativeModel):
     methods = ("svi", "map", "nuts", "hmc")
     log_prob_kind = "exact"
 
-    def __init__(self, latent_dim, dim=None, *, loc_scale=10.0, weight_scale=1.0, noise_scale=1.0):
+    def __init__(self, latent_dim: int, dim: int | None = None, *, loc_scale: float = 10.0,
+                 weight_scale: float = 1.0, noise_scale: float = 1.0) -> None:
         super().__init__()
         self.latent_dim = _positive_int("latent_dim", latent_dim)
         self.dim = None

@@ -44,6 +44,8 @@ dependency.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import pyro
 import torch
@@ -85,8 +87,8 @@ class NormalizingFlow(GenerativeModel):
     methods = ("map", "svi")
     structure, transform = "coupling", "affine"
 
-    def __init__(self, dim, num_layers=4, hidden=(64, 64), context_dim=0, activation="relu",
-                 **layer_options):
+    def __init__(self, dim: int, num_layers: int = 4, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
+                 activation: str = "relu", **layer_options: Any) -> None:
         super().__init__()
         _positive_int("dim", dim)
         _positive_int("num_layers", num_layers)
@@ -282,8 +284,9 @@ class NeuralSplineFlow(NormalizingFlow):
 
     transform = "spline"
 
-    def __init__(self, dim, num_layers=4, hidden=(64, 64), context_dim=0, activation="relu",
-                 bins=8, bound=5.0, structure="autoregressive"):
+    def __init__(self, dim: int, num_layers: int = 4, hidden: Sequence[int] = (64, 64), context_dim: int = 0,
+                 activation: str = "relu", bins: int = 8, bound: float = 5.0,
+                 structure: str = "autoregressive") -> None:
         _positive_int("bins", bins, minimum=2)
         if not (isinstance(bound, (int, float)) and math.isfinite(bound) and bound > 0):
             raise ModelError(f"bound must be a positive number, got {bound!r}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -127,10 +128,12 @@ class GAN(GenerativeModel):
     methods = ("adversarial",)
     observed_site = "x"
 
-    def __init__(self, generator="mlp", discriminator="mlp", *, data_dim=None, image_shape=None,
-                 latent_dim=None, generator_hidden=(400, 400, 400, 400), discriminator_hidden=(200, 200, 200),
-                 maxout_pieces=5, batch_norm=True, activation="relu", channels=(64, 128), output=None,
-                 pack=1, init_std=0.02):
+    def __init__(self, generator: str | nn.Module = "mlp", discriminator: str | nn.Module = "mlp", *,
+                 data_dim: int | None = None, image_shape: Sequence[int] | None = None, latent_dim: int | None = None,
+                 generator_hidden: Sequence[int] = (400, 400, 400, 400),
+                 discriminator_hidden: Sequence[int] = (200, 200, 200), maxout_pieces: int = 5,
+                 batch_norm: bool = True, activation: str = "relu", channels: Sequence[int] = (64, 128),
+                 output: str | None = None, pack: int = 1, init_std: float = 0.02) -> None:
         super().__init__()
         generator = _network_name("generator", generator)
         discriminator = _network_name("discriminator", discriminator)

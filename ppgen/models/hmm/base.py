@@ -63,7 +63,8 @@ class HiddenMarkovModel(SequenceDataMixin, BaumWelchMixin, GenerativeModel):
     #: data are stored as integers (symbols) rather than in the model's float dtype.
     integer_data = False
 
-    def __init__(self, n_states, *, initial_concentration=1.0, transition_concentration=1.0):
+    def __init__(self, n_states: int, *, initial_concentration: float = 1.0,
+                 transition_concentration: float = 1.0) -> None:
         super().__init__()
         if not (isinstance(n_states, int) and n_states >= 1):
             raise ModelError(f"n_states must be a positive integer, got {n_states!r}")

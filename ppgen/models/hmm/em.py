@@ -97,7 +97,7 @@ class BaumWelchMixin:
                            **self._emission_start(x, generator)})
         return {name: torch.stack([start[name] for start in starts]) for name in starts[0]}
 
-    def initialize(self, data, generator=None, lengths=None):
+    def initialize(self, data, generator=None, lengths=None, **kwargs):
         """A random start (the first of ``fit_map``'s restarts): k-means on the
         emissions for Gaussian, Poisson and Bernoulli data, Dirichlet draws otherwise."""
         padded, lengths = self.pack(data, lengths)

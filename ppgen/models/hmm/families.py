@@ -10,6 +10,7 @@ M-step, random start and an ``example``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pyro.distributions as dist
 import torch
@@ -38,7 +39,8 @@ class CategoricalHMM(HiddenMarkovModel):
     integer_data = True
     emission_sites = ("emission",)
 
-    def __init__(self, n_states, n_symbols, *, emission_concentration=1.0, **kwargs):
+    def __init__(self, n_states: int, n_symbols: int, *, emission_concentration: float = 1.0,
+                 **kwargs: Any) -> None:
         super().__init__(n_states, **kwargs)
         if not (isinstance(n_symbols, int) and n_symbols >= 1):
             raise ModelError(f"n_symbols must be a positive integer, got {n_symbols!r}")
@@ -104,8 +106,9 @@ class GaussianHMM(HiddenMarkovModel):
 
     emission_sites = ("locs", "precision")
 
-    def __init__(self, n_states, dim, covariance="diag", *, loc_mean=0.0, loc_scale=100.0,
-                 precision_df=None, precision_rate=1e-3, **kwargs):
+    def __init__(self, n_states: int, dim: int, covariance: str = "diag", *, loc_mean: float = 0.0,
+                 loc_scale: float = 100.0, precision_df: float | None = None, precision_rate: float = 1e-3,
+                 **kwargs: Any) -> None:
         super().__init__(n_states, **kwargs)
         if not (isinstance(dim, int) and dim >= 1):
             raise ModelError(f"dim must be a positive integer, got {dim!r}")
@@ -234,7 +237,7 @@ class PoissonHMM(HiddenMarkovModel):
     step_support = constraints.nonnegative_integer
     emission_sites = ("rates",)
 
-    def __init__(self, n_states, *, rate_shape=1.0, rate_rate=1e-3, **kwargs):
+    def __init__(self, n_states: int, *, rate_shape: float = 1.0, rate_rate: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(n_states, **kwargs)
         self.register_buffer("rate_shape", torch.tensor(positive_number("rate_shape", rate_shape)))
         self.register_buffer("rate_rate", torch.tensor(positive_number("rate_rate", rate_rate)))
@@ -291,7 +294,8 @@ class BernoulliHMM(HiddenMarkovModel):
     step_support = constraints.boolean
     emission_sites = ("probs",)
 
-    def __init__(self, n_states, dim, *, prob_concentration1=1.0, prob_concentration0=1.0, **kwargs):
+    def __init__(self, n_states: int, dim: int, *, prob_concentration1: float = 1.0,
+                 prob_concentration0: float = 1.0, **kwargs: Any) -> None:
         super().__init__(n_states, **kwargs)
         if not (isinstance(dim, int) and dim >= 1):
             raise ModelError(f"dim must be a positive integer, got {dim!r}")

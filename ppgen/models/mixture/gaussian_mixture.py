@@ -54,12 +54,13 @@ class GaussianMixture(GenerativeModel):
 
     methods = ("svi", "map", "nuts", "hmc", "exact")
 
-    def __init__(self, n_components, dim, covariance="full", *, weight_concentration=1.0,
-                 loc_mean=0.0, loc_scale=100.0, precision_df=None, precision_rate=1e-3):
+    def __init__(self, n_components: int, dim: int, covariance: str = "full", *, weight_concentration: float = 1.0,
+                 loc_mean: float = 0.0, loc_scale: float = 100.0, precision_df: float | None = None,
+                 precision_rate: float = 1e-3) -> None:
         super().__init__()
-        for name, value in [("n_components", n_components), ("dim", dim)]:
-            if not (isinstance(value, int) and value >= 1):
-                raise ModelError(f"{name} must be a positive integer, got {value!r}")
+        for name, count in [("n_components", n_components), ("dim", dim)]:
+            if not (isinstance(count, int) and count >= 1):
+                raise ModelError(f"{name} must be a positive integer, got {count!r}")
         if covariance not in ("full", "diag"):
             raise ModelError(f"covariance must be 'full' or 'diag', got {covariance!r}")
         self.n_components, self.dim, self.covariance = n_components, dim, covariance

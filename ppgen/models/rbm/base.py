@@ -81,7 +81,7 @@ class RBMMarginal(TorchDistribution):
     :math:`\\log Z`. ``sample`` draws by Gibbs sampling (:meth:`RBMBase.sample`).
     """
 
-    arg_constraints = {}
+    arg_constraints: dict = {}
 
     def __init__(self, rbm, batch_shape=()):
         self.rbm = rbm
@@ -114,8 +114,8 @@ class RBMBase(GenerativeModel):
     log_prob_kind = _LogProbKind()
     cd_monitor_name = ""
 
-    def __init__(self, n_visible, n_hidden, *, exact_limit=20, init_scale=0.01, ais_runs=100,
-                 ais_betas=14500, ais_seed=0, burn_in=1000):
+    def __init__(self, n_visible: int, n_hidden: int, *, exact_limit: int = 20, init_scale: float = 0.01,
+                 ais_runs: int = 100, ais_betas: int = 14500, ais_seed: int = 0, burn_in: int = 1000) -> None:
         super().__init__()
         for name, value, low in [("n_visible", n_visible, 1), ("n_hidden", n_hidden, 1),
                                  ("exact_limit", exact_limit, 0), ("ais_runs", ais_runs, 2),

@@ -11,6 +11,7 @@ that CD uses, and :mod:`ppgen.models.rbm.partition` for enumeration and AIS.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,7 +82,7 @@ class BernoulliRBM(RBMBase):
     cd_monitor_name = "stochastic negative pseudo-log-likelihood (nats per datum)"
     support = constraints.independent(constraints.boolean, 1)
 
-    def __init__(self, n_visible, n_hidden, **kwargs):
+    def __init__(self, n_visible: int, n_hidden: int, **kwargs: Any) -> None:
         super().__init__(n_visible, n_hidden, **kwargs)
         self.register_buffer("base_rate_logits", torch.zeros(n_visible))
 
@@ -251,7 +252,8 @@ class GaussianBernoulliRBM(RBMBase):
     cd_monitor_name = "squared reconstruction error per datum (data units squared)"
     support = constraints.independent(constraints.real, 1)
 
-    def __init__(self, n_visible, n_hidden, *, scale=1.0, learn_scale=False, **kwargs):
+    def __init__(self, n_visible: int, n_hidden: int, *, scale: float | None = 1.0, learn_scale: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(n_visible, n_hidden, **kwargs)
         if scale is not None and not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
             raise ModelError(f"scale must be a positive number or None, got {scale!r}")

@@ -14,6 +14,8 @@ returns (``sample``, ``decode``, ``interpolate``) is ``(n, C, H, W)``;
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ...errors import DataError, ModelError
@@ -37,8 +39,9 @@ class ConvVAE(VAE):
         As for :class:`~ppgen.models.vae.VAE`.
     """
 
-    def __init__(self, image_shape=(1, 28, 28), latent_dim=16, channels=(32, 64), likelihood="bernoulli",
-                 beta=1.0, *, activation="relu", noise_scale=None, min_noise_scale=1e-2):
+    def __init__(self, image_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 16,
+                 channels: Sequence[int] = (32, 64), likelihood: str = "bernoulli", beta: float = 1.0, *,
+                 activation: str = "relu", noise_scale: float | None = None, min_noise_scale: float = 1e-2) -> None:
         try:
             image_shape = tuple(int(s) for s in image_shape)
         except (TypeError, ValueError):

@@ -28,6 +28,7 @@ which rises with :math:`k` to :math:`\\log p(x)`; ``log_prob_kind = "bound"``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -83,9 +84,10 @@ class VAE(DeepLatentModel):
     methods = ("svi",)
     log_prob_kind = "bound"
 
-    def __init__(self, data_dim, latent_dim=2, hidden=(256, 128), likelihood="bernoulli", beta=1.0, *,
-                 activation="relu", noise_scale=None, min_noise_scale=1e-2, num_classes=None,
-                 context_dim=None):
+    def __init__(self, data_dim: int, latent_dim: int = 2, hidden: Sequence[int] = (256, 128),
+                 likelihood: str = "bernoulli", beta: float = 1.0, *, activation: str = "relu",
+                 noise_scale: float | None = None, min_noise_scale: float = 1e-2, num_classes: int | None = None,
+                 context_dim: int | None = None) -> None:
         self._setup((positive_int("data_dim", data_dim),), latent_dim, likelihood, beta, activation,
                     dict(noise_scale=noise_scale, min_noise_scale=min_noise_scale, num_classes=num_classes,
                          context_dim=context_dim), hidden=widths("hidden", hidden))
@@ -233,8 +235,10 @@ class ConditionalVAE(VAE):
         As for :class:`VAE`.
     """
 
-    def __init__(self, data_dim, num_classes=None, context_dim=None, latent_dim=2, hidden=(256, 128),
-                 likelihood="bernoulli", beta=1.0, *, activation="relu", noise_scale=None, min_noise_scale=1e-2):
+    def __init__(self, data_dim: int, num_classes: int | None = None, context_dim: int | None = None,
+                 latent_dim: int = 2, hidden: Sequence[int] = (256, 128), likelihood: str = "bernoulli",
+                 beta: float = 1.0, *, activation: str = "relu", noise_scale: float | None = None,
+                 min_noise_scale: float = 1e-2) -> None:
         if num_classes is None and context_dim is None:
             raise ModelError("ConditionalVAE needs num_classes (labels) or context_dim (condition vectors)")
         super().__init__(data_dim, latent_dim, hidden, likelihood, beta, activation=activation,
