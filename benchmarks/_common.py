@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+#: The shared datasets: ``$PPGEN_SHARED_DATA``, else ``../shared/data`` beside the project root.
+SHARED_DATA = Path(os.environ.get("PPGEN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TITLE = ("# ppgen benchmarks\n\nLatest tables from the scripts in `benchmarks/`; "
          "each script replaces only its own section.\n")
 

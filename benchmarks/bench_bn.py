@@ -39,11 +39,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, median, table, timed, write_section  # noqa: E402
+from _common import SHARED_DATA, header, median, table, timed, write_section  # noqa: E402
 
 from ppgen.models import BayesianNetwork  # noqa: E402
 
-BIF_DIR = Path("/work/shared/data/bif")
+BIF_DIR = SHARED_DATA / "bif"
 NETWORKS = ("alarm", "child", "insurance")
 TOL = 1e-9  # agreement with pgmpy (the requirement)
 TARGET_BATCH = 100.0  # ppgen throughput / pgmpy throughput

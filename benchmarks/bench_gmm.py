@@ -28,13 +28,13 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, median, table, timed, write_section  # noqa: E402
+from _common import SHARED_DATA, header, median, table, timed, write_section  # noqa: E402
 
 import ppgen  # noqa: E402
 from ppgen.inference import MAP  # noqa: E402
 from ppgen.models.mixture import GaussianMixture  # noqa: E402
 
-FAITHFUL = Path("/work/shared/data/tables/faithful.csv")
+FAITHFUL = SHARED_DATA / "tables/faithful.csv"
 TOL_MATCH = 0.01  # nats: "the same optimum"
 TARGET_RATIO = 2.0  # ppgen time / sklearn time
 

@@ -21,7 +21,7 @@ restarts run as one batch). Both final parameter sets are scored by ppgen's
 by hmmlearn's ``score`` as a cross-check. Median wall time over repeats after an
 untimed warm-up fit each.
 
-(c) JSB chorales (``/work/shared/data/polyphonic/JSB_Chorales.mat``): a
+(c) JSB chorales (``$PPGEN_SHARED_DATA/polyphonic/JSB_Chorales.mat``): a
 BernoulliHMM(K, 88) fitted by MAP (EM) on the training set; test negative
 log-likelihood per time step and training time, next to the issue's figure for
 Pyro's ``examples/hmm.py`` model 1 (not run here).
@@ -41,13 +41,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, median, table, timed, write_section  # noqa: E402
+from _common import SHARED_DATA, header, median, table, timed, write_section  # noqa: E402
 
 import ppgen  # noqa: E402
 from ppgen.inference import MAP  # noqa: E402
 from ppgen.models import BernoulliHMM, CategoricalHMM, GaussianHMM  # noqa: E402
 
-JSB = Path("/work/shared/data/polyphonic/JSB_Chorales.mat")
+JSB = SHARED_DATA / "polyphonic/JSB_Chorales.mat"
 PYRO_MODEL1_TEST_NATS = 14.1  # the figure for Pyro's examples/hmm.py model 1
 
 

@@ -3,7 +3,7 @@
 Run:  python benchmarks/bench_jsb.py                 (about 5 minutes)
       python benchmarks/bench_jsb.py --pyro-steps 50 --no-write
 
-Both read ``/work/shared/data/polyphonic/JSB_Chorales.mat`` (the standard
+Both read ``$PPGEN_SHARED_DATA/polyphonic/JSB_Chorales.mat`` (the standard
 train/valid/test split of Boulanger-Lewandowski et al. 2012) and keep, as
 Pyro's example does, only the notes played at least once in the training set.
 
@@ -32,13 +32,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, table, write_section  # noqa: E402
+from _common import SHARED_DATA, header, table, write_section  # noqa: E402
 
 import ppgen  # noqa: E402
 from ppgen.inference import MAP  # noqa: E402
 from ppgen.models import BernoulliHMM  # noqa: E402
 
-JSB = Path("/work/shared/data/polyphonic/JSB_Chorales.mat")
+JSB = SHARED_DATA / "polyphonic/JSB_Chorales.mat"
 
 
 def load_jsb():

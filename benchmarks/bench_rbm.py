@@ -5,7 +5,7 @@ Run:  python benchmarks/bench_rbm.py            (about 13 minutes on a quiet cor
       python benchmarks/bench_rbm.py --quick    (a smoke run on subsets; writes no section)
 
 Data: the fixed binarization of MNIST (Larochelle and Murray 2011) from
-``/work/shared/data/binarized_mnist`` (``--data`` to point elsewhere): train 50,000, test 10,000.
+``$PPGEN_SHARED_DATA/binarized_mnist`` (``--data`` to point elsewhere): train 50,000, test 10,000.
 Every contender runs on one thread (torch and BLAS/OpenMP pools limited to 1).
 
 Part 1, 20 hidden units. scikit-learn's ``BernoulliRBM`` (persistent CD-1, plain SGD) and
@@ -40,13 +40,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, median, table, timed, write_section  # noqa: E402
+from _common import SHARED_DATA, header, median, table, timed, write_section  # noqa: E402
 
 import ppgen  # noqa: E402
 from ppgen.inference import ContrastiveDivergence  # noqa: E402
 from ppgen.models import BernoulliRBM  # noqa: E402
 
-DATA = Path("/work/shared/data/binarized_mnist/binarized_mnist.npz")
+DATA = SHARED_DATA / "binarized_mnist/binarized_mnist.npz"
 PUBLISHED_CD25 = -86.34  # nats per test image, CD25(500), Salakhutdinov and Murray (2008), Table 2
 
 

@@ -31,13 +31,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, table, write_section  # noqa: E402
+from _common import SHARED_DATA, header, table, write_section  # noqa: E402
 
 import ppgen  # noqa: E402
 from ppgen.inference import SVI  # noqa: E402
 from ppgen.models import VAE  # noqa: E402
 
-DATA = Path("/work/shared/data/binarized_mnist/binarized_mnist.npz")
+DATA = SHARED_DATA / "binarized_mnist/binarized_mnist.npz"
 TARGET = 1.15
 
 

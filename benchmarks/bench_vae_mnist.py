@@ -29,14 +29,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, table, write_section  # noqa: E402
+from _common import SHARED_DATA, header, table, write_section  # noqa: E402
 
 import ppgen  # noqa: E402
 from ppgen.diagnostics import dataset_log_likelihood  # noqa: E402
 from ppgen.inference import SVI  # noqa: E402
 from ppgen.models import VAE  # noqa: E402
 
-DATA = Path("/work/shared/data/binarized_mnist/binarized_mnist.npz")
+DATA = SHARED_DATA / "binarized_mnist/binarized_mnist.npz"
 ANCHORS = {"VAE (Burda et al. 2016, k=5000)": 86.76, "IWAE k=50 (Burda et al. 2016)": 84.78}
 
 

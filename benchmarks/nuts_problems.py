@@ -26,11 +26,11 @@ import json
 import math
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+from _common import SHARED_DATA
 
-POSTERIORDB = Path("/work/shared/data/posteriordb")
+POSTERIORDB = SHARED_DATA / "posteriordb"
 MEANS = POSTERIORDB / "reference_posteriors/summary_statistics/mean_value/mean_value"
 Y_SCHOOLS = [28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0]
 SIGMA_SCHOOLS = [15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0]

@@ -3,7 +3,7 @@
 Fits the HMM by MAP (Baum-Welch EM) on the training chorales and reports the
 negative log-likelihood per time step (nats) on the train, validation and test
 sets, plus the Viterbi path of one test chorale. The data are read from
-``/work/shared/data/polyphonic/JSB_Chorales.mat`` (or ``$PPGEN_JSB``) when it exists; otherwise the
+``../shared/data/polyphonic/JSB_Chorales.mat`` beside the project (or ``$PPGEN_JSB``) when it exists; otherwise the
 script says so and uses ``BernoulliHMM.example()``'s synthetic sequences.
 
 Run: python examples/hmm_chorales.py   (PPGEN_QUICK=1 for a fast smoke run:
@@ -24,7 +24,7 @@ from ppgen.models import BernoulliHMM
 quick = os.environ.get("PPGEN_QUICK") == "1"
 torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)
-JSB = Path(os.environ.get("PPGEN_JSB", "/work/shared/data/polyphonic/JSB_Chorales.mat"))
+JSB = Path(os.environ.get("PPGEN_JSB", Path(__file__).resolve().parents[2] / "shared/data/polyphonic/JSB_Chorales.mat"))
 
 
 def load_jsb(path):
