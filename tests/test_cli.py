@@ -68,6 +68,29 @@ def test_fit_map_writes_outputs(capsys, tmp_path):
     assert type(fit.model).__name__ == "GaussianMixture" and fit.model.n_components == 2
 
 
+@pytest.mark.parametrize("model, method, options", [("GAN", "adversarial", ["--num-steps=20"]),
+                                                     ("GaussianBernoulliRBM", "cd",
+                                                      ["--num-epochs=2", "--param", "n_hidden=3"])])
+def test_fit_takes_every_method_and_the_data_width(capsys, tmp_path, model, method, options):
+    out_dir = tmp_path / method
+    code, out, err = run(capsys, "fit", model, "--data", "faithful", "--method", method, *options,
+                         "--out", str(out_dir), "--no-progress")
+    assert code == 0, err
+    assert f"{model} fitted by {method}" in out
+    for name in ("posterior.nc", "fit.pt", "loss.png"):
+        assert (out_dir / name).is_file(), name
+    assert not (out_dir / "summary.csv").exists()  # the weights are a point estimate: no posterior
+    fit = ppgen.load(out_dir / "fit.pt")
+    assert fit.method.name == method and len(fit.losses) > 0
+
+
+def test_fit_options_follow_the_method(capsys, tmp_path):
+    code, _, err = run(capsys, "fit", "GAN", "--data", "faithful", "--method", "adversarial", "--warmup=5",
+                       "--out", str(tmp_path / "x"))
+    assert code == 2 and "--warmup do(es) not apply to --method adversarial" in err
+    assert "--num-steps" in err and "--batch-size" in err
+
+
 def test_fit_nuts_on_csv(capsys, tmp_path):
     data = tmp_path / "values.csv"
     data.write_text("id,value,note\n" + "".join(
