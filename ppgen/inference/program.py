@@ -19,7 +19,7 @@ from pyro.infer.autoguide.initialization import InitMessenger
 from torch.distributions import biject_to
 
 from ..errors import MethodError, ModelError
-from ..model import GenerativeModel
+from ..model import GenerativeModel, TracedOnFewRows
 
 
 def init_to_unconstrained_uniform(site):
@@ -78,7 +78,7 @@ class Program:
         # per-datum distribution would dominate this one trace on large data.
         validate = self.generative is None
         kwargs = self.kwargs
-        if hasattr(self.generative, "analysis_kwargs"):
+        if isinstance(self.generative, TracedOnFewRows):
             # A family whose trace costs much per datum (a diffusion model's reverse chain)
             # names the few rows that show its sites; their shapes then have those rows.
             kwargs = self.generative.analysis_kwargs(kwargs)
