@@ -39,7 +39,7 @@ def measure(problem, transitions=2000, repeats=3):
     step = float(fit.sample_stats["step_size"][0, -1])
     potential = Potential(Program.build(pyro_model(problem), torch_data(problem)), 1, mode="compiled")
     generator = torch.Generator().manual_seed(0)
-    native, why = attempt("C++ transitions", lambda: compile_native_nuts(potential, 10, generator))
+    native, why = attempt(lambda: compile_native_nuts(potential, 10, generator))
     if native is None:
         raise RuntimeError(f"{problem}: no C++ transition ({why})")
     # the fit's posterior variances on the unconstrained scale stand for its adapted metric,

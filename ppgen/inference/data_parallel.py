@@ -203,19 +203,17 @@ class DataParallel:
         self.batch = _check(program, method)
 
     def objective(self, program, guide, elbo, method):
-        """This rank's objective, its lazy parameters built as the single-process run builds them."""
+        """This rank's objective, its lazy parameters built as the single-process run builds them,
+        then set to rank 0's on every rank; from there each rank draws from its own stream."""
         local = shard_sizes(self.batch, self.world)[self.rank]
         objective = _ShardedObjective(program, guide, elbo, program.with_kwargs(subsample_size=local), self.batch,
                                       full=method.batch_size is None)
         first = program.with_kwargs(subsample_size=method.batch_size) if method.batch_size else program.kwargs
         objective.loss(first, differentiable=False, capture=True)  # the same draws from the same stream
-        return objective
-
-    def share_parameters(self, params):
-        """Rank 0's initial parameters on every rank; then each rank its own Monte Carlo stream."""
-        group.broadcast_(list(params.values()))
+        group.broadcast_(list(objective.params().values()))
         if self.rank:
             pyro.set_rng_seed(rank_seed(self.seed, self.rank))
+        return objective
 
     def reduce(self, values, weight, loss, interrupted):
         """Sum ``weight`` times the gradients over the ranks; return the union batch's loss and

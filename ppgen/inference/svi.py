@@ -178,8 +178,6 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
     else:
         objective = parallel.objective(program, guide, elbo, method)
     params = objective.params()
-    if parallel is not None:
-        parallel.share_parameters(params)
     trainer = SVITrainer(objective, params, method, program.generative, validation_kwargs, parallel)
     state = {"step": 0, "losses": [], "val_losses": [], "best_val": math.inf,
              "best_params": None, "bad_evals": 0, "stopped_early": False}

@@ -24,7 +24,7 @@ from .test_fast_nuts import _logistic, _schools, eight_schools, logistic
 def _native(model, data, depth=6):
     potential = Potential(Program.build(model, data), 1, mode="compiled")
     assert potential.mode == "compiled", potential.reason
-    native, why = attempt("C++", lambda: compile_native_nuts(potential, depth, torch.Generator().manual_seed(0)))
+    native, why = attempt(lambda: compile_native_nuts(potential, depth, torch.Generator().manual_seed(0)))
     assert native is not None, why
     return potential, native
 

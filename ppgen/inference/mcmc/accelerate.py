@@ -12,6 +12,8 @@ does whatever they do not:
 2. Free-running batched chains (:mod:`.free_running`): several NUTS chains with a
    diagonal metric on a compiled potential, where C++ does not apply (CUDA, leaves
    calling ATen) or ``chain_method="vectorized"`` asks for batching.
+3. Compiled lockstep subtrees (:mod:`.lockstep`): the same chains, where the
+   free-running step does not compile; each leaf and its bookkeeping one kernel.
 
 Every accelerator is checked against eager evaluation before use (the C++ leaf against
 the compiled leaf, compiled steps at probe points: :func:`.inductor.compiled_and_checked`).
@@ -73,10 +75,10 @@ def accelerate(program: Any, method: Any, seed: int, init_strategy: Any) -> Acce
     generator = torch.Generator(device=potential.initial.device).manual_seed(seed)
     native = None
     if in_cpp and potential.mode == "compiled":
-        native, why = attempt("C++ transitions", lambda: compile_native_nuts(potential, method.max_tree_depth,
-                                                                             generator))
-        log.info("NUTS transitions: %s", f"C++ ({chains} chain{'s' * (chains > 1)})" if native else
-                 f"Python ({why})")
+        native, _ = attempt(lambda: compile_native_nuts(potential, method.max_tree_depth, generator),
+                            "NUTS transitions: Python ({})")
+        if native is not None:
+            log.info("NUTS transitions: C++ (%d chain%s)", chains, "s" * (chains > 1))
     if native is None and potential.chains != chains:  # several chains, not in C++: batch them
         pyro.set_rng_seed(seed)
         potential = Potential(program, chains, mode=method.potential, init_strategy=init_strategy,
@@ -86,16 +88,14 @@ def accelerate(program: Any, method: Any, seed: int, init_strategy: Any) -> Acce
     if native is not None and chains > 1:
         start = potential.starting_points(chains)
         native.threads = min(chains, os.cpu_count() or 1) if native.thread_safe else 1
-    free = None
-    if potential.chains > 1 and method.name == "nuts" and not method.dense_mass and FREE_CHAINS \
-            and potential.mode == "compiled":
-        free, _ = attempt("free-running chains (chains move in lockstep)",
-                          lambda: compile_free_step(potential, method.max_tree_depth))
-    lockstep = None
-    if potential.chains > 1 and method.name == "nuts" and not method.dense_mass and free is None \
-            and potential.mode == "compiled":
-        lockstep, _ = attempt("compiled lockstep subtrees",
-                              lambda: compile_lockstep(potential, method.max_tree_depth + 1))
+    free = lockstep = None
+    if potential.chains > 1 and potential.mode == "compiled" and method.name == "nuts" and not method.dense_mass:
+        if FREE_CHAINS:
+            free, _ = attempt(lambda: compile_free_step(potential, method.max_tree_depth),
+                              "NUTS: free-running chains not used ({}); chains move in lockstep")
+        if free is None:
+            lockstep, _ = attempt(lambda: compile_lockstep(potential, method.max_tree_depth + 1),
+                                  "NUTS: compiled lockstep subtrees not used ({}); eager bookkeeping")
     return Accelerated(potential, start, generator, native, free, lockstep)
 
 

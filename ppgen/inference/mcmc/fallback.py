@@ -14,14 +14,15 @@ class Refused(Exception):
     """An accelerator that does not apply to this run; the message says why."""
 
 
-def attempt(what: str, build: Callable[[], Any]) -> tuple[Any, str]:
-    """``(build(), "")``, or ``(None, why)`` where ``build`` raises :class:`Refused` or fails
-    (logged at INFO: the run goes on without that accelerator)."""
+def attempt(build: Callable[[], Any], refused: str = "NUTS: an accelerator not used ({})") -> tuple[Any, str]:
+    """``(build(), "")``, or ``(None, why)`` where ``build`` raises :class:`Refused` or fails;
+    ``refused`` with the reason in place of ``{}`` is logged at INFO (the run goes on without
+    that accelerator)."""
     try:
         return build(), ""
     except Refused as exc:
         why = str(exc)
     except Exception as exc:  # noqa: BLE001 - an accelerator failing must never fail the fit
         why = f"{type(exc).__name__}: {str(exc)[:200]}"
-    log.info("NUTS: %s not used (%s)", what, why)
+    log.info(refused.format(why))
     return None, why

@@ -26,7 +26,6 @@ state (every update is masked by ``alive``).
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -35,8 +34,6 @@ from .fallback import Refused
 from .inductor import compiled_and_checked
 from .nuts import MAX_DELTA_H
 from .potential import close_enough
-
-log = logging.getLogger("ppgen")
 
 #: The names of :func:`lockstep_leaf`'s carried state, in order (inputs and outputs).
 CARRIED = ("z", "r", "grad", "potential", "rho", "log_weight", "proposal_z", "proposal_potential",

@@ -13,7 +13,7 @@ leaf both ways).
 Several chains: each chain is a row, and runs alone through the same one-chain
 kernels (its own tree, nothing masked or waited for), the rows spread over OpenMP
 threads; warm-up adapts every chain's step size and metric in Python between
-transitions (``fast_mcmc``). The C++ leaf (:meth:`NativeNUTS.leaf`) also serves the
+transitions (:mod:`.engine`). The C++ leaf (:meth:`NativeNUTS.leaf`) also serves the
 warm-up's step-size search.
 
 How: the lean kernel's generated wrapper (straight-line Python: buffer allocations,
