@@ -177,7 +177,8 @@ TYPED = ["ppgen/model.py", "ppgen/registry.py", *(f"ppgen/inference/{name}.py" f
     "persistence", "training")), *(f"ppgen/models/{name}.py" for name in (
         "bayesnet/network", "hmm/base", "hmm/families", "mixture/gaussian_mixture", "factor/factor",
         "conjugate/conjugate", "vae/vae", "vae/conv_vae", "autoencoder/autoencoder", "flows/flows", "rbm/base",
-        "rbm/rbm", "diffusion/ddpm", "gan/gan"))]
+        "rbm/rbm", "diffusion/ddpm", "gan/gan")), *(f"ppgen/inference/mcmc/{name}.py" for name in (
+            "reference", "integrator", "metric", "randomness", "proposal", "termination"))]
 
 
 def test_public_api_type_checks():

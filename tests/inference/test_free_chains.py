@@ -1,8 +1,7 @@
-"""Free-running chains (``ppgen.inference.mcmc.free_running``): the per-chain state machine
-against the sampler's own one-chain transition on the same random numbers, the
-driver's warm-up and draws against an exact posterior, the compiled step against eager."""
+"""Free-running chains (``ppgen.inference.mcmc.free_running``): the driver's warm-up and
+draws against an exact posterior, the compiled step against eager (the per-chain state
+machine against the reference kernel: ``test_reference_kernel``)."""
 
-import math
 from types import SimpleNamespace
 
 import pyro
@@ -14,11 +13,13 @@ import ppgen
 from ppgen.inference import NUTS
 from ppgen.inference.mcmc import accelerate
 from ppgen.inference.mcmc import free_running as fc
-from ppgen.inference.mcmc.nuts import Metric, Sampler, State
+from ppgen.inference.mcmc.integrator import State
+from ppgen.inference.mcmc.metric import Metric
+from ppgen.inference.mcmc.nuts import Sampler
 from ppgen.inference.mcmc.potential import Potential
 from ppgen.inference.program import Program
 
-from .test_fast_nuts import _logistic, _schools, eight_schools, logistic
+from .test_fast_nuts import _schools, eight_schools
 
 
 def test_concat_and_stack_equal_torchs():
@@ -29,55 +30,6 @@ def test_concat_and_stack_equal_torchs():
     columns = [torch.randn(5, generator=g) for _ in range(4)]
     assert torch.equal(fc.stack(columns, 1), torch.stack(columns, 1))
     assert torch.equal(fc.stack(columns, 0), torch.stack(columns, 0))
-
-
-def _free_transition(potential, state, step, metric, generator, depth):
-    """One transition of one chain by :func:`free_leaf`, fed the uniforms that
-    ``Sampler._transition_single`` draws (momentum, then directions and merge coins, then
-    every subtree's leaf choices: one draw when ``depth <= 6``)."""
-    r = metric.momentum(state.z.shape, generator, state.z.dtype, state.z.device)
-    uniforms = torch.rand(2 * depth + 2 ** depth - 1, generator=generator, dtype=torch.float64).tolist()
-    coins, choices = uniforms[:2 * depth], uniforms[2 * depth:]
-    V, B, S, energy0 = fc.start(state.z, state.potential, state.grad, r, metric.inverse, depth)
-    calls = 0
-    while S[0, fc.S_["done"]] == 0:
-        j, n = int(S[0, fc.S_["depth_building"]]), int(S[0, fc.S_["leaf"]])
-        u = torch.tensor([[coins[2 * j], choices[2 ** j - 1 + n], coins[2 * j + 1]]], dtype=state.z.dtype)
-        V, B, S = fc.free_leaf(potential._leaf_eager, V, B, S, energy0, step, metric.inverse, u, depth)
-        calls += 1
-    s = S[0]
-    stats = {"accept": float(s[fc.S_["accept_sum"]] / s[fc.S_["leaves"]]), "depth": int(s[fc.S_["depth"]]),
-             "diverging": bool(s[fc.S_["diverging"]]), "leapfrogs": int(s[fc.S_["leaves"]])}
-    assert calls == stats["leapfrogs"]
-    new = State(V[:, fc.V_["proposal_z"]], S[:, fc.S_["proposal_potential"]], V[:, fc.V_["proposal_grad"]])
-    return new, stats
-
-
-@pytest.mark.parametrize("model,data,step", [(eight_schools, _schools, 0.35), (logistic, _logistic, 0.12)])
-def test_free_leaf_transitions_equal_the_samplers(float64, model, data, step):
-    depth = 6
-    potential = Potential(Program.build(model, data()), 1, mode="vectorized")
-    z = potential.initial
-    value, grad = potential.value_and_grad(z)
-    metric = Metric(torch.rand(z.shape, generator=torch.Generator().manual_seed(2), dtype=z.dtype) + 0.5)
-    step = z.new_full((1, 1), step)
-    generator = torch.Generator().manual_seed(5)
-    sampler = Sampler(potential.value_and_grad, depth, generator)
-    state = State(z, value, grad)
-    depths = set()
-    for _ in range(30):
-        saved = generator.get_state()
-        expected, expected_stats = sampler.transition(state, step, metric)
-        generator.set_state(saved)
-        got, stats = _free_transition(potential, state, step, metric, generator, depth)
-        assert torch.allclose(got.z, expected.z, rtol=1e-12, atol=1e-12)
-        assert torch.allclose(got.potential, expected.potential, rtol=1e-12)
-        for key in ("depth", "diverging", "leapfrogs"):
-            assert stats[key] == expected_stats[key], key
-        assert math.isclose(stats["accept"], expected_stats["accept"], rel_tol=1e-12)
-        depths.add(stats["depth"])
-        state = expected
-    assert len(depths) > 1  # trees of several depths
 
 
 def normal_mean(y):

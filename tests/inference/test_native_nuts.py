@@ -1,5 +1,5 @@
 """One chain's NUTS transition in C++ (``ppgen.inference.mcmc.native``): the same
-transitions as the Python sampler on the same random numbers, its own draws against an
+transitions as the reference kernel on the same random numbers, its own draws against an
 exact posterior, and a clear refusal where the compiled leaf calls back into ATen."""
 
 import logging
@@ -13,12 +13,16 @@ import torch
 import ppgen
 from ppgen.inference import NUTS
 from ppgen.inference.mcmc.fallback import Refused, attempt
+from ppgen.inference.mcmc.integrator import State
+from ppgen.inference.mcmc.metric import Metric
 from ppgen.inference.mcmc.native import compile_native_nuts
-from ppgen.inference.mcmc.nuts import Metric, Sampler, State
 from ppgen.inference.mcmc.potential import Potential
+from ppgen.inference.mcmc.randomness import Noise
+from ppgen.inference.mcmc.reference import nuts_transition
 from ppgen.inference.program import Program
 
 from .test_fast_nuts import _logistic, _schools, eight_schools, logistic
+from .test_reference_kernel import assert_same
 
 
 def _native(model, data, depth=6):
@@ -31,34 +35,23 @@ def _native(model, data, depth=6):
 
 @pytest.mark.parametrize("model,data,step", [(eight_schools, _schools, 0.35), (logistic, _logistic, 0.12),
                                              (eight_schools, _schools, 3.0)])
-def test_native_transitions_equal_the_python_samplers(float64, model, data, step):
-    """Fed the momentum and uniforms ``Sampler._transition_single`` draws, the C++
-    transition makes the same tree: the same proposal, depth, leaves and acceptance
-    statistic (float64; the same compiled kernel code, so to the last bit here). The
-    step of 3.0 diverges."""
+def test_native_transitions_equal_the_reference(float64, model, data, step):
+    """Fed the reference kernel's random numbers (``Noise``), the C++ transition makes the
+    reference's tree: the same proposal, depth, leaves and acceptance statistic (float64,
+    to rounding: the reference sums momenta in its own order). The step of 3.0 diverges."""
     depth = 6
     potential, native = _native(model, data(), depth)
     z = potential.initial
     value, grad = potential.value_and_grad(z)
     state = State(z, value, grad)
     metric = Metric(torch.rand(z.shape, generator=torch.Generator().manual_seed(1)) + 0.5)
-    sampler = Sampler(potential.value_and_grad, depth, None, fused_leaf=potential.leaf)
     step_size = z.new_full((1, 1), step)
-    depths, diverged = set(), 0
-    for i in range(25):
-        sampler.generator = torch.Generator().manual_seed(i)
-        expected, expected_stats = sampler._transition_single(state, step_size, metric)
-        generator = torch.Generator().manual_seed(i)
-        r = metric.momentum(z.shape, generator, z.dtype, z.device)
-        uniforms = torch.rand(2 * depth + 2 ** depth - 1, generator=generator, dtype=torch.float64)
-        got, stats = native.replay(state, step_size, metric, r, uniforms)
-        assert torch.allclose(got.z, expected.z, rtol=1e-12, atol=1e-12)
-        assert torch.allclose(got.grad, expected.grad, rtol=1e-12, atol=1e-12)
-        assert torch.allclose(got.potential, expected.potential, rtol=1e-12)
-        for key in ("depth", "leapfrogs", "diverging"):
-            assert stats[key] == expected_stats[key], key
-        assert stats["accept"] == pytest.approx(expected_stats["accept"], rel=1e-12)
-        assert stats["energy"] == pytest.approx(expected_stats["energy"], rel=1e-12)
+    generator, depths, diverged = torch.Generator().manual_seed(0), set(), 0
+    for _ in range(25):
+        noise = Noise.draw(generator, z, depth)
+        expected, expected_stats = nuts_transition(potential.value_and_grad, state, step, metric, depth, noise)
+        got, stats = native.replay(state, step_size, metric, metric.momentum_from(noise.momentum), noise.uniforms())
+        assert_same(got, stats, expected, expected_stats, tol=1e-10)
         depths.add(stats["depth"])
         diverged += stats["diverging"]
         state = expected

@@ -51,6 +51,42 @@ def windows(warmup, init_buffer=75, term_buffer=50, base_window=25):
     return ends
 
 
+def dual_averaging_start(step_size):
+    r"""The dual-averaging state ``(mu, log_step, log_step_bar, h_bar)`` at a step size (a
+    float, or a tensor of per-chain step sizes): :math:`\mu = \log 10\epsilon_0`."""
+    if torch.is_tensor(step_size):
+        return torch.log(10 * step_size), torch.log(step_size), torch.zeros_like(step_size), \
+            torch.zeros_like(step_size)
+    return math.log(10 * step_size), math.log(step_size), 0.0, 0.0
+
+
+def dual_averaging_update(t, mu, h_bar, log_step_bar, accept, target, gamma=GAMMA, t0=T0, kappa=KAPPA):
+    """Iteration ``t >= 1`` of dual averaging with mean acceptance statistic ``accept``:
+    :math:`\bar H_t = (1 - \\eta_t)\bar H_{t-1} + \\eta_t(\\delta - \alpha_t)` with
+    :math:`\\eta_t = 1/(t + t_0)`; :math:`\\log\\epsilon_t = \\mu - \\sqrt{t}\bar H_t/\\gamma`;
+    :math:`\\log\bar\\epsilon_t = t^{-\\kappa}\\log\\epsilon_t + (1 - t^{-\\kappa})\\log\bar\\epsilon_{t-1}`.
+    Returns ``(h_bar, log_step, log_step_bar)``; floats or tensors alike (the free-running
+    chains run it inside their compiled step, one ``t`` per chain)."""
+    eta = 1.0 / (t + t0)
+    h_bar = (1 - eta) * h_bar + eta * (target - accept)
+    root = t.sqrt() if torch.is_tensor(t) else math.sqrt(t)
+    log_step = mu - root / gamma * h_bar
+    weight = t ** (-kappa)
+    log_step_bar = weight * log_step + (1 - weight) * log_step_bar
+    return h_bar, log_step, log_step_bar
+
+
+def welford_update(count, mean, m2, z, dense=False):
+    """Welford's update with the ``count``-th draw ``z``: the new ``(mean, m2)``, with
+    ``m2`` the sum of squared deviations (outer products when ``dense``)."""
+    delta = z - mean
+    mean = mean + delta / count
+    after = z - mean
+    if dense:
+        return mean, m2 + delta.unsqueeze(-1) * after.unsqueeze(-2)
+    return mean, m2 + delta * after
+
+
 class DualAveraging:
     """Per-chain dual averaging of the log step size: step sizes ``(C, 1)`` tensors, or
     one chain's as Python floats (no tensor operations per iteration)."""
@@ -61,21 +97,14 @@ class DualAveraging:
 
     def restart(self, step_size):
         self.scalar = isinstance(step_size, float)
-        self.mu = math.log(10 * step_size) if self.scalar else torch.log(10 * step_size)
-        self.log_step = math.log(step_size) if self.scalar else torch.log(step_size)
-        self.log_step_bar = 0.0 if self.scalar else torch.zeros_like(step_size)
-        self.h_bar = 0.0 if self.scalar else torch.zeros_like(step_size)
+        self.mu, self.log_step, self.log_step_bar, self.h_bar = dual_averaging_start(step_size)
         self.t = 0
 
     def update(self, accept):
         self.t += 1
-        t = self.t
-        eta = 1.0 / (t + self.t0)
         accept = float(accept) if self.scalar else accept.reshape(self.h_bar.shape)
-        self.h_bar = (1 - eta) * self.h_bar + eta * (self.target - accept)
-        self.log_step = self.mu - math.sqrt(t) / self.gamma * self.h_bar
-        weight = t ** (-self.kappa)
-        self.log_step_bar = weight * self.log_step + (1 - weight) * self.log_step_bar
+        self.h_bar, self.log_step, self.log_step_bar = dual_averaging_update(
+            self.t, self.mu, self.h_bar, self.log_step_bar, accept, self.target, self.gamma, self.t0, self.kappa)
         return math.exp(self.log_step) if self.scalar else self.log_step.exp()
 
     def final(self):
@@ -93,13 +122,7 @@ class Welford:
 
     def add(self, z):
         self.count += 1
-        delta = z - self.mean
-        self.mean = self.mean + delta / self.count
-        after = z - self.mean
-        if self.dense:
-            self.m2 = self.m2 + delta.unsqueeze(-1) * after.unsqueeze(-2)
-        else:
-            self.m2 = self.m2 + delta * after
+        self.mean, self.m2 = welford_update(self.count, self.mean, self.m2, z, self.dense)
 
     def inverse_mass(self):
         if not self.dense:

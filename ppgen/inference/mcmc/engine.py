@@ -16,7 +16,6 @@ with per-draw statistics for ArviZ's ``sample_stats``: ``diverging``, ``tree_dep
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import pyro
@@ -29,7 +28,10 @@ from ..program import init_to_unconstrained_uniform
 from . import free_running
 from .accelerate import accelerate
 from .adaptation import DualAveraging, Welford, initial_step_size, windows
-from .nuts import Metric, Sampler, State
+from .integrator import State
+from .metric import Metric
+from .nuts import Sampler
+from .reference import hmc_transition
 
 log = logging.getLogger("ppgen")
 
@@ -154,22 +156,13 @@ def _transition(sampler, state, step, metric, hmc_steps):
 
 
 def _hmc_transition(sampler, state, step, metric, num_steps):
-    """Fixed-length HMC with a Metropolis correction, every chain at once."""
-    z, grad, potential = state.z, state.grad, state.potential
-    r = metric.momentum(z.shape, sampler.generator, z.dtype, z.device)
-    energy0 = potential + metric.kinetic(r)
-    new_z, new_r, new_grad, new_potential = z, r, grad, potential
-    for _ in range(num_steps):
-        new_z, new_r, new_grad, new_potential = sampler.leapfrog(new_z, new_r, new_grad, step, metric)
-    delta = new_potential + metric.kinetic(new_r) - energy0
-    delta = torch.where(torch.isnan(delta), math.inf, delta)
-    accept_prob = torch.exp(-delta.clamp(min=0))
-    uniform = torch.rand(accept_prob.shape, generator=sampler.generator, dtype=z.dtype, device=z.device)
-    take = uniform < accept_prob
-    column = take.unsqueeze(-1)
-    new_state = State(torch.where(column, new_z, z), torch.where(take, new_potential, potential),
-                      torch.where(column, new_grad, grad))
-    stats = {"accept": accept_prob, "depth": torch.zeros_like(take, dtype=torch.long),
-             "diverging": delta > 1000, "energy": energy0,
-             "leapfrogs": torch.full_like(accept_prob, float(num_steps))}
-    return new_state, stats
+    """The reference HMC transition (:func:`~.reference.hmc_transition`) of every chain, on
+    the sampler's leapfrog step and random numbers (momentum, then the acceptance draws)."""
+    z, generator = state.z, sampler.generator
+    noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+    uniform = torch.rand(z.shape[:1], generator=generator, dtype=z.dtype, device=z.device)
+
+    def step_fn(z, r, grad, step_size):
+        return sampler.leapfrog(z, r, grad, step_size, metric)
+
+    return hmc_transition(step_fn, state, step, metric, num_steps, noise, uniform)

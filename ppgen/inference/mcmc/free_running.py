@@ -30,11 +30,20 @@ import math
 
 import torch
 
-from .adaptation import GAMMA, KAPPA, T0, initial_step_size, regularised_variance, windows
+from .adaptation import (
+    dual_averaging_start,
+    dual_averaging_update,
+    initial_step_size,
+    regularised_variance,
+    welford_update,
+    windows,
+)
 from .fallback import Refused
 from .inductor import compiled_and_checked
-from .nuts import MAX_DELTA_H, Metric, State
+from .integrator import State
+from .metric import Metric
 from .potential import close_enough
+from .termination import MAX_DELTA_H
 
 #: The rows of ``V`` before the block rows: tree ends (left, right), the current leaf, the
 #: transition's proposal, the tree's momentum sum, the subtree's proposal and momentum sum.
@@ -258,11 +267,9 @@ def free_step(leaf, V, B, S, A, W, energy0, step, inverse, uniforms, noise, plan
 
     adapting = ended & (i < warmup)
     t = a("t") + adapting.to(A.dtype)
-    eta = 1.0 / (t + T0)
-    h_bar = torch.where(adapting, (1 - eta) * a("h_bar") + eta * (target - accept), a("h_bar"))
-    log_step = torch.where(adapting, a("mu") - t.sqrt() / GAMMA * h_bar, a("log_step"))
-    weight = t.clamp(min=1) ** (-KAPPA)
-    log_step_bar = torch.where(adapting, weight * log_step + (1 - weight) * a("log_step_bar"), a("log_step_bar"))
+    updated = dual_averaging_update(t.clamp(min=1), a("mu"), a("h_bar"), a("log_step_bar"), accept, target)
+    h_bar, log_step, log_step_bar = (torch.where(adapting, new, a(name)) for new, name in
+                                     zip(updated, ("h_bar", "log_step", "log_step_bar")))
     new_step = torch.where(col(adapting), col(log_step.exp()), step)
     new_step = torch.where(col(adapting & (i == warmup - 1)), col(log_step_bar.exp()), new_step)
 
@@ -270,10 +277,8 @@ def free_step(leaf, V, B, S, A, W, energy0, step, inverse, uniforms, noise, plan
     in_window = ((col(i) >= first) & (col(i) <= last) & windows_ok).any(-1)
     collect = adapting & in_window
     n = a("welford_n") + collect.to(A.dtype)
-    mean, m2 = W[:, 0], W[:, 1]
-    delta = proposal_z - mean
-    mean = torch.where(col(collect), mean + delta / col(n.clamp(min=1)), mean)
-    m2 = torch.where(col(collect), m2 + delta * (proposal_z - mean), m2)
+    updated = welford_update(col(n.clamp(min=1)), W[:, 0], W[:, 1], proposal_z)
+    mean, m2 = (torch.where(col(collect), new, old) for new, old in zip(updated, (W[:, 0], W[:, 1])))
     hold = adapting & ((col(i) == last) & windows_ok).any(-1)
 
     count = i + ended.to(A.dtype)
@@ -351,10 +356,8 @@ def _adaptation_start(step, A, rows):
     """``A`` with the dual averaging of the chains in ``rows`` restarted at ``step (C, 1)``."""
     fresh = A.clone()
     fresh[:, A_["t"]] = 0.0
-    fresh[:, A_["mu"]] = torch.log(10 * step[:, 0])
-    fresh[:, A_["log_step"]] = torch.log(step[:, 0])
-    fresh[:, A_["log_step_bar"]] = 0.0
-    fresh[:, A_["h_bar"]] = 0.0
+    for name, value in zip(("mu", "log_step", "log_step_bar", "h_bar"), dual_averaging_start(step[:, 0])):
+        fresh[:, A_[name]] = value
     return torch.where(rows.unsqueeze(-1), fresh, A).contiguous()
 
 

@@ -32,8 +32,8 @@ import torch
 
 from .fallback import Refused
 from .inductor import compiled_and_checked
-from .nuts import MAX_DELTA_H
 from .potential import close_enough
+from .termination import MAX_DELTA_H
 
 #: The names of :func:`lockstep_leaf`'s carried state, in order (inputs and outputs).
 CARRIED = ("z", "r", "grad", "potential", "rho", "log_weight", "proposal_z", "proposal_potential",

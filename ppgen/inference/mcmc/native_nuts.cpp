@@ -7,7 +7,7 @@
 //     the leaf's seven inputs (z, r, grad, rho, step, half step, inverse metric) and the
 //     leaf's seven outputs (z, r, grad, U, H, M^-1 r, rho + r) located.
 //
-// The algorithm is Sampler._transition_single's (ppgen/inference/nuts.py): multinomial
+// The algorithm is the reference kernel's (ppgen/inference/mcmc/reference.py): multinomial
 // NUTS with Stan's biased progressive sampling between subtrees, uniform progressive
 // sampling within one, the generalised U-turn criterion on every binary block (kept as
 // O(max depth) block starts), a divergence when H - H0 > 1000. Momentum sums and dot
@@ -59,7 +59,7 @@ struct Rng {
 };
 
 // The transition's uniforms: from the generator, or (mode 2, for tests) replayed in
-// Sampler._transition_single's order: direction and merge coin per depth, then every
+// the reference's Noise layout (randomness.py): direction and merge coin per depth, then every
 // subtree's leaf choices (depth j's at 2^j - 1 + leaf).
 struct Uniforms {
     Rng rng;

@@ -1,37 +1,22 @@
-"""The No-U-Turn sampler for a batch of chains moving in lockstep.
+"""NUTS transitions as the engine runs them: one chain in Python scalars, or a batch in lockstep.
 
-One transition (Hoffman and Gelman 2014, in the multinomial form of Betancourt
-2017 that Stan uses): draw a momentum :math:`r \\sim N(0, M)`, then double a
-trajectory of leapfrog steps, each doubling in a random direction, until the
-generalised no-U-turn criterion fails across the whole trajectory or any of its
-binary sub-trajectories, a step diverges (:math:`H - H_0 > 1000`), or the depth
-reaches ``max_tree_depth``. The new state is drawn from the trajectory with
-weights :math:`e^{-H}`: uniformly progressive within a new subtree, biased
-towards the new subtree when merging (Stan's scheme). The criterion on a
-(sub)trajectory with end momenta :math:`r^-, r^+` and momentum sum
-:math:`\\rho` is :math:`(M^{-1} r^-) \\cdot \\rho > 0` and
-:math:`(M^{-1} r^+) \\cdot \\rho > 0`.
+The algorithm is the reference kernel's (:func:`~.reference.nuts_transition`, built from
+:mod:`.integrator`, :mod:`.termination` and :mod:`.proposal`); :class:`Sampler` runs it fast:
 
-All chains take their ``2^j`` leapfrog steps of depth ``j`` together, so the
-potential is evaluated once per step for the whole batch; a chain whose tree has
-stopped is frozen by masks until the deepest tree of the batch is done. The
-sub-trajectory checks need only ``O(max_tree_depth)`` stored momenta: the
-start of every binary block that is still open (the iterative form of the
-recursion, as in NumPyro's iterative NUTS). On a compiled potential each leaf
-and all of its per-chain bookkeeping are one TorchInductor kernel
-(:mod:`ppgen.inference.mcmc.lockstep`); one chain alone keeps its bookkeeping in
-Python floats and NumPy views instead (:meth:`Sampler._transition_single`), or,
-where the compiled leaf is nothing but TorchInductor's C++ kernels, runs the same
-algorithm in C++ (:mod:`ppgen.inference.mcmc.native`, tested against
-:meth:`Sampler._transition_single` on the same random numbers).
+* one chain keeps its bookkeeping in Python floats and NumPy views of the momenta
+  (:meth:`Sampler._transition_single`), with the reference's random numbers;
+* several chains take their ``2^j`` leapfrog steps of depth ``j`` together, so the
+  potential is evaluated once per step for the whole batch; a chain whose tree has
+  stopped is frozen by masks until the deepest tree of the batch is done. Its random
+  numbers come through a draws object (:mod:`.randomness`), which the tests replace by
+  the reference's. On a compiled potential each leaf and all of its per-chain
+  bookkeeping can be one TorchInductor kernel (:mod:`.lockstep`).
 
-Several NUTS chains on a compiled potential usually run free instead
-(:mod:`ppgen.inference.mcmc.free_running`), each through its own trees. Tried and not
-used for one chain (RESULTS.md, "Design measurements"): the whole transition as one
-TorchInductor program (a ``while_loop`` over leaves); the generated loop allocates
-some thirty buffers an iteration, and the allocator, not the arithmetic, sets the
-pace. :mod:`~ppgen.inference.mcmc.native` allocates its buffers once a transition
-and its loop is plain C++.
+The accelerators that take over whole transitions, the C++ transition (:mod:`.native`)
+and free-running chains (:mod:`.free_running`), are chosen in :mod:`.accelerate`. Tried and
+not used for one chain (RESULTS.md, "Design measurements"): the whole transition as one
+TorchInductor program (a ``while_loop`` over leaves); the generated loop allocates some
+thirty buffers an iteration, and the allocator, not the arithmetic, sets the pace.
 
 Everything here is functional: a :class:`Metric` and per-chain step sizes
 (shape ``(C, 1)``) in, a new :class:`State` and per-chain statistics out.
@@ -40,71 +25,17 @@ Everything here is functional: a :class:`Metric` and per-chain step sizes
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-#: Stan's threshold on the energy error that marks a divergent transition.
-MAX_DELTA_H = 1000.0
+from .integrator import State, leaf
+from .metric import Metric
+from .proposal import acceptance, biased, energy_error, log_add_exp, progressive
+from .randomness import GeneratorDraws
+from .termination import MAX_DELTA_H, closing_levels, level_masks, opening_levels, turned
 
-
-@dataclass
-class State:
-    z: torch.Tensor  # (C, D) unconstrained position
-    potential: torch.Tensor  # (C,)
-    grad: torch.Tensor  # (C, D) gradient of the potential
-
-
-class Metric:
-    """The inverse mass matrix per chain: diagonal ``(C, D)`` or dense ``(C, D, D)``."""
-
-    def __init__(self, inverse):
-        self.inverse = inverse.contiguous()  # the compiled leaf reads it without stride checks
-        self.dense = inverse.dim() == 3
-        if self.dense:
-            mass = torch.linalg.inv(inverse)
-            self.mass_cholesky = torch.linalg.cholesky(0.5 * (mass + mass.transpose(-1, -2)))
-        else:
-            self.mass_sqrt = inverse.rsqrt()
-
-    def velocity(self, r):
-        if self.dense:
-            return (self.inverse @ r.unsqueeze(-1)).squeeze(-1)
-        return self.inverse * r
-
-    def kinetic(self, r):
-        return 0.5 * (self.velocity(r) * r).sum(-1)
-
-    def momentum(self, shape, generator, dtype, device):
-        noise = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-        if self.dense:
-            return (self.mass_cholesky @ noise.unsqueeze(-1)).squeeze(-1)
-        return noise * self.mass_sqrt
-
-
-def trailing_bits(n, bit):
-    """How many of ``n``'s lowest bits equal ``bit`` in a row."""
-    count = 0
-    while (n & 1) == bit and count < 64:
-        n >>= 1
-        count += 1
-    return count
-
-
-def level_masks(j, levels, device):
-    """``[(opening, closing)]`` for the ``2^j`` leaves of a depth-``j`` subtree: boolean
-    ``(levels,)`` masks of the binary blocks (levels ``1..j``) that open or close at each
-    leaf, as :meth:`~ppgen.inference.mcmc.nuts.Sampler._subtree` walks them."""
-    masks = []
-    for n in range(2 ** j):
-        opening = torch.zeros(levels, dtype=torch.bool)
-        closing = torch.zeros(levels, dtype=torch.bool)
-        opens = min(trailing_bits(n, 0), j) if n else j
-        opening[1:opens + 1] = True
-        closing[1:trailing_bits(n, 1) + 1] = True
-        masks.append((opening.to(device), closing.to(device)))
-    return masks
+__all__ = ["Metric", "Sampler", "State"]
 
 
 class Sampler:
@@ -128,27 +59,25 @@ class Sampler:
     native : NativeNUTS, optional
         A diagonal metric: every chain's whole transition in C++
         (:mod:`ppgen.inference.mcmc.native`), each chain alone.
+    draws : optional
+        Where several chains' transitions take their random numbers
+        (:class:`~.randomness.GeneratorDraws` of ``generator`` unless given:
+        :class:`~.randomness.ReplayedDraws` replays the reference kernel's).
     """
 
     def __init__(self, value_and_grad, max_tree_depth, generator, fused_leaf=None, lockstep_kernel=None,
-                 native=None):
+                 native=None, draws=None):
         self.value_and_grad, self.max_tree_depth, self.generator = value_and_grad, max_tree_depth, generator
         self.fused_leaf, self.lockstep_kernel, self.native = fused_leaf, lockstep_kernel, native
+        self.draws = draws
         self._steps, self._masks = None, {}
 
-    def _uniform(self, like):
-        return torch.rand(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
-
     def leaf(self, z, r, grad, rho, step, half_step, metric):
-        """One leapfrog step and the new point's ``(z, r, grad, U, H, M^{-1} r, rho + r)``."""
+        """One leapfrog step and the new point's ``(z, r, grad, U, H, M^{-1} r, rho + r)``
+        (:func:`~.integrator.leaf`, or the compiled leaf doing the same arithmetic)."""
         if self.fused_leaf is not None and not metric.dense:
             return self.fused_leaf(z, r, grad, rho, step, half_step, metric.inverse)
-        r = r - half_step * grad
-        z = z + step * metric.velocity(r)
-        potential, grad = self.value_and_grad(z)
-        r = r - half_step * grad
-        velocity = metric.velocity(r)
-        return z, r, grad, potential, potential + 0.5 * (velocity * r).sum(-1), velocity, rho + r
+        return leaf(self.value_and_grad, z, r, grad, rho, step, half_step, metric.velocity)
 
     def leapfrog(self, z, r, grad, step, metric, half_step=None):
         step = step.expand(z.shape[0], 1).contiguous()
@@ -166,7 +95,8 @@ class Sampler:
             return self.native.transition(state, step_size, metric)
         if chains == 1:
             return self._transition_single(state, step_size, metric)
-        r = metric.momentum(z.shape, self.generator, z.dtype, z.device)
+        draws = self.draws if self.draws is not None else GeneratorDraws(self.generator)
+        r = draws.momentum(metric, z)
         energy0 = potential + metric.kinetic(r)
         tree = {"left": (z, r, grad, potential), "right": (z, r, grad, potential),
                 "proposal": (z, potential, grad), "log_weight": torch.zeros_like(potential), "rho": r}
@@ -176,15 +106,15 @@ class Sampler:
         accept_sum = torch.zeros_like(potential)
         leaves = torch.zeros_like(potential)
         for j in range(self.max_tree_depth):
-            forward = self._uniform(potential) < 0.5
+            forward = draws.direction(j, potential) < 0.5
             start = [torch.where(_col(forward, a), b, a) for a, b in zip(tree["left"], tree["right"])]
-            sub = self._subtree(start, forward, j, energy0, step_size, metric, active)
+            sub = self._subtree(start, forward, j, energy0, step_size, metric, active, draws.choices(j, potential))
             accept_sum = accept_sum + sub["accept_sum"]
             leaves = leaves + sub["leaves"]
             depth = torch.where(active, j + 1, depth)
             diverging = diverging | (active & sub["diverging"])
             ok = active & ~sub["turning"] & ~sub["diverging"]
-            take = ok & (self._uniform(potential).log() < sub["log_weight"] - tree["log_weight"])
+            take = ok & (draws.merge(j, potential).log() < sub["log_weight"] - tree["log_weight"])
             tree["proposal"] = tuple(torch.where(_col(take, new), new, old)
                                      for new, old in zip(sub["proposal"], tree["proposal"]))
             tree["log_weight"] = torch.where(ok, torch.logaddexp(tree["log_weight"], sub["log_weight"]),
@@ -193,7 +123,7 @@ class Sampler:
             tree["right"] = tuple(torch.where(_col(right_grows, e), e, o) for e, o in zip(sub["end"], tree["right"]))
             tree["left"] = tuple(torch.where(_col(left_grows, e), e, o) for e, o in zip(sub["end"], tree["left"]))
             tree["rho"] = torch.where(ok.unsqueeze(-1), tree["rho"] + sub["rho"], tree["rho"])
-            turning = _turning(tree["left"][1], tree["right"][1], tree["rho"], metric)
+            turning = turned(metric.velocity(tree["left"][1]), metric.velocity(tree["right"][1]), tree["rho"])
             active = ok & ~turning
             if not bool(active.any()):
                 break
@@ -202,11 +132,12 @@ class Sampler:
                  "energy": energy0, "leapfrogs": leaves}
         return State(new_z, new_potential, new_grad), stats
 
-    def _subtree(self, start, forward, j, energy0, step_size, metric, active):
-        """``2^j`` leapfrog steps from ``start`` for every active chain. Masks are applied
-        only while some chain has stopped: the common case runs without them."""
+    def _subtree(self, start, forward, j, energy0, step_size, metric, active, uniforms):
+        """``2^j`` leapfrog steps from ``start`` for every active chain, with the leaves'
+        ``uniforms (2^j, C)``. Masks are applied only while some chain has stopped: the
+        common case runs without them."""
         if self.lockstep_kernel is not None and not metric.dense:
-            return self._subtree_compiled(start, forward, j, energy0, step_size, metric, active)
+            return self._subtree_compiled(start, forward, j, energy0, step_size, metric, active, uniforms)
         z, r, grad, potential = start
         chains = z.shape[0]
         step = torch.where(forward.unsqueeze(-1), step_size, -step_size)
@@ -222,7 +153,6 @@ class Sampler:
         leaves = torch.zeros_like(potential)
         block_r = r.new_empty((j + 1,) + r.shape)
         block_rho = r.new_empty((j + 1,) + r.shape)
-        uniforms = torch.rand((2 ** j, chains), generator=self.generator, dtype=z.dtype, device=z.device)
         for n in range(2 ** j):
             new = self.leaf(z, r, grad, r, step, half_step, metric)
             if everyone:
@@ -250,16 +180,17 @@ class Sampler:
                 take_column = take.unsqueeze(-1)
                 proposal = (torch.where(take_column, z, proposal[0]), torch.where(take, potential, proposal[1]),
                             torch.where(take_column, grad, proposal[2]))
-            opening = min(trailing_bits(n, 0), j) if n else j
+            opening = opening_levels(n, j)
             if opening:
                 block_r[1:opening + 1] = r
                 block_rho[1:opening + 1] = rho
             rho = rho_next
             leaf_diverging = delta > MAX_DELTA_H
             stop = leaf_diverging
-            closing = trailing_bits(n, 1)
+            closing = closing_levels(n)
             if closing:
-                leaf_turning = _turning(block_r[1:closing + 1], r, rho - block_rho[1:closing + 1], metric).any(0)
+                leaf_turning = turned(metric.velocity(block_r[1:closing + 1]), metric.velocity(r),
+                                      rho - block_rho[1:closing + 1]).any(0)
                 turning = turning | (alive & leaf_turning)
                 stop = stop | leaf_turning
             diverging = diverging | (alive & leaf_diverging)
@@ -272,12 +203,11 @@ class Sampler:
                 "rho": rho, "turning": turning, "diverging": diverging, "accept_sum": accept_sum,
                 "leaves": leaves}
 
-    def _subtree_compiled(self, start, forward, j, energy0, step_size, metric, active):
+    def _subtree_compiled(self, start, forward, j, energy0, step_size, metric, active, uniforms):
         """:meth:`_subtree` with each leaf and its bookkeeping one compiled kernel
         (:mod:`ppgen.inference.mcmc.lockstep`); the same arithmetic and random draws."""
 
         z, r, grad, potential = start
-        chains = z.shape[0]
         levels = self.max_tree_depth + 1
         step = torch.where(forward.unsqueeze(-1), step_size, -step_size)
         half_step = 0.5 * step
@@ -285,7 +215,6 @@ class Sampler:
         no = torch.zeros_like(active)
         carried = (z, r, grad, potential, torch.zeros_like(r), torch.full_like(potential, -math.inf),
                    z, potential, grad, zero, zero, blocks, blocks, active.clone(), no, no)
-        uniforms = torch.rand((2 ** j, chains), generator=self.generator, dtype=z.dtype, device=z.device)
         if j not in self._masks:
             self._masks[j] = level_masks(j, levels, z.device)
         for n, (opening, closing) in enumerate(self._masks[j]):
@@ -301,7 +230,9 @@ class Sampler:
 
     # ------------------------------------------------------------ one chain, scalar bookkeeping
     def _transition_single(self, state, step_size, metric):
-        """:meth:`transition` for one chain, the same algorithm with the bookkeeping in
+        """:meth:`transition` for one chain: the reference kernel's algorithm
+        (:func:`~.reference.nuts_transition`) and random numbers (in
+        :meth:`~.randomness.Noise.draw`'s layout, drawn as needed), with the bookkeeping in
         Python floats and NumPy views of the momenta: one tensor read and two small dot
         products per leaf instead of a dozen small tensor operations. Its statistics are
         Python scalars (``accept``, ``depth``, ``diverging``, ``energy``, ``leapfrogs``)."""
@@ -333,9 +264,9 @@ class Sampler:
             diverging = diverging or sub["diverging"]
             if sub["turning"] or sub["diverging"]:
                 break
-            if coins[2 * j + 1] < math.exp(min(sub["log_weight"] - log_weight, 0.0)):
+            if biased(sub["log_weight"], log_weight, coins[2 * j + 1]):
                 proposal = sub["proposal"]
-            log_weight = _logaddexp(log_weight, sub["log_weight"])
+            log_weight = log_add_exp(log_weight, sub["log_weight"])
             if forward:
                 right = sub["end"]
             else:
@@ -366,23 +297,19 @@ class Sampler:
             # rho is summed on the host, so the leaf's running sum starts from zero each time
             z, r, grad, potential, energy, velocity_t, _ = leaf(z, r, grad, zero, step, half_step, inverse)
             velocity, rho_next = host(velocity_t), rho + host(r)
-            delta = float(energy) - energy0
-            if delta != delta:
-                delta = math.inf
-            merged = _logaddexp(log_weight, -delta)
-            accept_sum += math.exp(-delta) if delta > 0 else 1.0
-            leaves += 1
-            if merged > -math.inf and uniforms[n] < math.exp(-delta - merged):
+            delta = energy_error(float(energy), energy0)
+            log_weight, take = progressive(log_weight, delta, uniforms[n])
+            if take:
                 proposal = (z, potential, grad)
-            log_weight = merged
-            opening = min(trailing_bits(n, 0), j) if n else j
-            for k in range(1, opening + 1):
+            accept_sum += acceptance(delta)
+            leaves += 1
+            for k in range(1, opening_levels(n, j) + 1):
                 block_velocity[k], block_rho[k] = velocity, rho
             rho = rho_next
             if delta > MAX_DELTA_H:
                 diverging = True
                 break
-            for k in range(1, trailing_bits(n, 1) + 1):
+            for k in range(1, closing_levels(n) + 1):
                 block_sum = rho - block_rho[k]
                 if block_velocity[k] @ block_sum <= 0 or velocity @ block_sum <= 0:
                     turning = True
@@ -404,19 +331,6 @@ def _numpy_copy(t):
     return t.cpu().numpy()[0]
 
 
-def _logaddexp(a, b):
-    if a == -math.inf:
-        return b
-    if b == -math.inf:
-        return a
-    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
-
-
 def _col(mask, like):
     """``mask (C,)`` shaped to broadcast against ``like (C, ...)``."""
     return mask.reshape(mask.shape + (1,) * (like.dim() - 1))
-
-
-def _turning(r_minus, r_plus, rho, metric):
-    """The generalised U-turn criterion fails (leading dimensions broadcast)."""
-    return ((metric.velocity(r_minus) * rho).sum(-1) <= 0) | ((metric.velocity(r_plus) * rho).sum(-1) <= 0)
