@@ -14,15 +14,23 @@ class Refused(Exception):
     """An accelerator that does not apply to this run; the message says why."""
 
 
+class Unsafe(Refused):
+    """An accelerator that must not run: its compiled code could come from someone else."""
+
+
 def attempt(build: Callable[[], Any], refused: str = "NUTS: an accelerator not used ({})") -> tuple[Any, str]:
     """``(build(), "")``, or ``(None, why)`` where ``build`` raises :class:`Refused` or fails;
-    ``refused`` with the reason in place of ``{}`` is logged at INFO (the run goes on without
-    that accelerator)."""
+    ``refused`` with the reason in place of ``{}`` is logged (the run goes on without that
+    accelerator): at INFO where the accelerator does not apply, at WARNING where its build
+    failed or was unsafe (:class:`Unsafe`)."""
+    level = logging.INFO
     try:
         return build(), ""
+    except Unsafe as exc:
+        why, level = str(exc), logging.WARNING
     except Refused as exc:
         why = str(exc)
     except Exception as exc:  # noqa: BLE001 - an accelerator failing must never fail the fit
-        why = f"{type(exc).__name__}: {str(exc)[:200]}"
-    log.info(refused.format(why))
+        why, level = f"{type(exc).__name__}: {str(exc)[:200]}", logging.WARNING
+    log.log(level, refused.format(why))
     return None, why

@@ -16,6 +16,7 @@ import warnings
 import torch
 
 from .broadcasts import simplify_for_inductor, written_in_place
+from .compile_cache import use_private_cache
 from .fallback import Refused
 
 log = logging.getLogger("ppgen")
@@ -51,6 +52,9 @@ def inductor_kernel(graph, example, check=False, lean=True):
     the lean kernel keeps its intermediate buffers from call to call
     (:func:`_reusing_buffers`).
 
+    Compiled code is written to and loaded from the user's private cache only
+    (:func:`~.compile_cache.use_private_cache`; :class:`~.fallback.Unsafe` otherwise).
+
     A tracing context with a shape environment lets Inductor use its FX-graph cache
     (without one it bypasses it, "No shape env", and generates code anew each fit: ~0.8 s
     on eight schools). Data tensors are graph inputs passed to the kernel at run time,
@@ -61,6 +65,7 @@ def inductor_kernel(graph, example, check=False, lean=True):
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
+    use_private_cache()  # before TorchInductor writes or loads any compiled code
     graph = simplify_for_inductor(graph, example)
     try:
         from torch._inductor.compile_fx import compile_fx_inner

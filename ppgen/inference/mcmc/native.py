@@ -5,7 +5,7 @@ model, while calling it from Python and keeping NUTS's books there cost many tim
 more: the generated Python wrapper allocates its buffers and converts its arguments
 on every call, and the tree's bookkeeping is a dozen Python operations a leaf. Here the whole
 transition (momentum draw, tree doubling, block U-turn checks, multinomial proposal;
-:meth:`Sampler._transition_single`'s algorithm) runs in C++ (``native_nuts.cpp``),
+the reference kernel's algorithm, :func:`.reference.nuts_transition`) runs in C++ (``native_nuts.cpp``),
 calling the model's own TorchInductor kernels directly on buffers allocated once per
 transition; Python sees one call per draw (``benchmarks/bench_transition.py`` times a
 leaf both ways).
@@ -44,9 +44,10 @@ from importlib import resources
 
 import torch
 
+from .compile_cache import use_private_cache
 from .fallback import Refused
 from .inductor import disagreement, with_globals
-from .nuts import State
+from .integrator import State
 
 #: Global names a qualifying wrapper's ``call`` may use besides its kernels and constants.
 _PLAIN_NAMES = {"empty_strided_cpu", "reinterpret_tensor", "torch", "clear",
@@ -86,7 +87,7 @@ class NativeNUTS:
 
     def replay(self, state, step_size, metric, momentum, uniforms):
         """One chain's :meth:`transition` with the given momentum and ``uniforms`` (float64)
-        in ``Sampler._transition_single``'s order (``max_tree_depth <= 6``): for tests."""
+        in :meth:`.randomness.Noise.uniforms`' layout (``max_tree_depth <= 6``): for tests."""
         return self._run(state, step_size, metric, momentum.contiguous(), uniforms.contiguous(), 0, 2)
 
     def _run(self, state, step_size, metric, momentum, uniforms, seed, mode):
@@ -140,6 +141,8 @@ def compile_native_nuts(potential, max_tree_depth, generator):
         program = _record(call, example)
         source = _source(program, z.shape[1], z.dtype)
         from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+        use_private_cache()
 
         real = _REAL[z.dtype]
         argtypes = [f"const {real}*"] * 6 + ["const double*", "const int64_t*"] + ["int64_t"] * 5 + \

@@ -57,7 +57,9 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer.mcmc.util import initialize_model
 
+from .fallback import Unsafe
 from .inductor import inductor_decompositions, inductor_kernel
+from .integrator import diagonal, leaf
 
 log = logging.getLogger("ppgen")
 
@@ -267,14 +269,12 @@ class Potential:
 
     def _leaf_eager(self, z, r, grad, rho, step, half_step, inverse):
         """One leapfrog step with a diagonal metric, and what NUTS needs of the new point:
-        ``(z, r, grad, U, H = U + r^T M^{-1} r / 2, M^{-1} r, rho + r)``."""
-        r = r - half_step * grad
-        z = z + step * (inverse * r)
-        log_joint, grad = self._log_joint_and_grad(z)
-        potential, grad = -log_joint, -grad
-        r = r - half_step * grad
-        velocity = inverse * r
-        return z, r, grad, potential, potential + 0.5 * (velocity * r).sum(-1), velocity, rho + r
+        ``(z, r, grad, U, H = U + r^T M^{-1} r / 2, M^{-1} r, rho + r)`` (:func:`~.integrator.leaf`)."""
+        return leaf(self._potential_and_grad, z, r, grad, rho, step, half_step, diagonal(inverse))
+
+    def _potential_and_grad(self, u):
+        log_joint, grad = self._log_joint_and_grad(u)
+        return -log_joint, -grad
 
     def _compile(self, backend):
         """Record the log joint and its gradient (and the fused leapfrog leaf) as graphs of
@@ -322,7 +322,12 @@ class Potential:
                         out = leaf(u.contiguous(), zero, zero, zero, no_step, no_step, one)
                         return -out[3], -out[2]
                 why = _verify(self, graph, leaf, leaf_args)
+            except Unsafe as exc:
+                log.warning("NUTS potential: not compiled: %s", exc)
+                return str(exc)
             except Exception as exc:
+                log.warning("NUTS potential: compiling with %s failed (%s: %s)", backend, type(exc).__name__,
+                            str(exc)[:200])
                 return f"compiling failed ({type(exc).__name__}: {str(exc)[:120]})"
         if not why:
             self._compiled, self._leaf = graph, leaf
@@ -337,12 +342,7 @@ class Potential:
         try:
             return self._leaf(z, r, grad, rho, step, half_step, inverse)
         except (RuntimeError, ValueError, AssertionError):
-            r = r - half_step * grad
-            z = z + step * (inverse * r)
-            potential, grad = self._loop(z, tolerant=True)
-            r = r - half_step * grad
-            velocity = inverse * r
-            return z, r, grad, potential, potential + 0.5 * (velocity * r).sum(-1), velocity, rho + r
+            return leaf(lambda u: self._loop(u, tolerant=True), z, r, grad, rho, step, half_step, diagonal(inverse))
 
 
 #: Probe points around the initial point: offsets of these scales (unconstrained units),
