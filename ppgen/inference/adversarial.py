@@ -165,7 +165,7 @@ class Adversarial(Method):
     def run(self, program: Program, context: RunContext) -> Fit:
         # num_steps is not fingerprinted (UNFINGERPRINTED): a run may be extended from its checkpoint.
         out = run_adversarial(program, self, seed=context.seed, progress=context.progress,
-                              fingerprint=self.fingerprint(program), distributed=context.distributed)
+                              fingerprint=self.fingerprint(program, context.seed), distributed=context.distributed)
         return Fit(program=program, method=self, seed=context.seed, posterior={}, losses=out["losses"],
                    timings={"fit": out["seconds"]}, extras={"discriminator_losses": out["discriminator_losses"]})
 

@@ -100,7 +100,7 @@ class ContrastiveDivergence(Method):
     def run(self, program: Program, context: RunContext) -> Fit:
         # num_epochs is left out of the fingerprint (UNFINGERPRINTED): a run may be extended.
         out = run_contrastive(program, self, seed=context.seed, progress=context.progress,
-                              fingerprint=self.fingerprint(program))
+                              fingerprint=self.fingerprint(program, context.seed))
         return Fit(program=program, method=self, seed=context.seed, posterior={}, losses=out["losses"],
                    timings={"fit": out["seconds"]})
 

@@ -99,9 +99,10 @@ class Method:
         """Fit ``program``; return the :class:`~ppgen.inference.result.Fit`."""
         raise NotImplementedError(f"{type(self).__name__} must define run()")
 
-    def fingerprint(self, program: Program) -> str:
+    def fingerprint(self, program: Program, seed: int) -> str:
         """A short hash of what the run computes (model, its configuration, the settings
-        that matter, the data's shapes): a checkpoint resumes only the same run."""
+        that matter, the data's shapes, the seed): a checkpoint resumes only the same run,
+        so replicate runs with different seeds never resume one another."""
         generative = program.generative
         described = {
             "model": (type(generative).__name__ if generative is not None
@@ -109,6 +110,7 @@ class Method:
             "config": generative.get_config() if generative is not None else None,
             "method": {k: v for k, v in self.config().items() if k not in UNFINGERPRINTED},
             "data": {k: list(v.shape) for k, v in program.kwargs.items() if isinstance(v, torch.Tensor)},
+            "seed": seed,
         }
         return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

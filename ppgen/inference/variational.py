@@ -114,7 +114,7 @@ class SVI(Method):
 
     def run(self, program: Program, context: RunContext) -> Fit:
         out = run_svi(program, self, seed=context.seed, progress=context.progress,
-                      fingerprint=self.fingerprint(program), validation_kwargs=context.validation,
+                      fingerprint=self.fingerprint(program, context.seed), validation_kwargs=context.validation,
                       init_values=start_values(program),
                       parallel=DataParallel(context.seed) if context.distributed else None)
         draws = guide_draws(program, out["guide"], self.num_posterior_samples)

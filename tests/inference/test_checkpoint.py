@@ -90,3 +90,15 @@ def test_minibatches_visit_every_datum_once_per_epoch():
     assert sorted(epoch.tolist()) == sorted(set(epoch.tolist())) and len(epoch) == 60
     first_of_next = objective._batch(state)  # 4 rows were left over: a new permutation starts
     assert state["batches"]["cursor"] == 20 and len(first_of_next) == 20
+
+
+def test_a_checkpoint_of_another_seed_is_not_resumed(tmp_path):
+    """Replicate runs sharing a checkpoint path: seed 1 must not pick up seed 0's run."""
+    data = torch.linspace(-1, 3, 30)
+    path = tmp_path / "run.pt"
+    ppgen.fit(ConjugateNormal(), data, _method(path, 50), seed=0, progress=False)
+    with pytest.raises(ppgen.PpgenError, match="different run"):
+        ppgen.fit(ConjugateNormal(), data, _method(path, 100), seed=1, progress=False)
+    resumed = ppgen.fit(ConjugateNormal(), data, _method(path, 100), seed=0, progress=False)
+    straight = ppgen.fit(ConjugateNormal(), data, SVI(num_steps=100, lr=0.01), seed=0, progress=False)
+    assert resumed.losses == straight.losses
