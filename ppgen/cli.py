@@ -172,6 +172,30 @@ def cmd_datasets(args, out):
     return 0
 
 
+#: The files ``ppgen fit`` may write into ``--out``.
+FIT_OUTPUTS = ("fit.pt", "posterior.nc", "summary.csv", "loss.png", "trace.png", "samples.png")
+
+
+def check_output_folder(folder):
+    """Check, before any fitting, that ``--out`` can take the fit's files: an existing
+    folder (writable, no folder where a file goes) or one that can be created (the nearest
+    existing parent a writable folder). A UsageError names what is in the way."""
+    if os.path.exists(folder):
+        if not os.path.isdir(folder):
+            raise UsageError(f"--out {folder}: exists and is not a folder; name a folder (it is created)")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {folder}: the folder is not writable")
+        for name in FIT_OUTPUTS:
+            if os.path.isdir(os.path.join(folder, name)):
+                raise UsageError(f"--out {folder}: {name} there is a folder; the fit writes a file of that name")
+        return
+    parent = os.path.dirname(os.path.abspath(folder))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {folder}: cannot be created ({parent} is not a writable folder)")
+
+
 def cmd_fit(args, out):
     _use_agg()
     import ppgen
@@ -183,6 +207,7 @@ def cmd_fit(args, out):
     from .report import point_log_likelihood, quiet
 
     cls = registry.model_class(args.model)
+    check_output_folder(args.out)  # before the fit: a run's work is never lost to a bad --out
     frame = load_table(args.data, args.columns)
     model = build_model(cls, parse_params(args.param), frame.shape[1])
     method = build_method(args)
@@ -217,13 +242,19 @@ def cmd_fit(args, out):
         written.append(os.path.join(args.out, name))
         return written[-1]
 
-    with quiet():
-        fit.to_arviz().to_netcdf(path("posterior.nc"))
-        # a neural family's weights are a point estimate: no posterior to summarise
-        summary = fit.summary() if fit.posterior else None
+    fit.save(path("fit.pt"))  # first: whatever fails below, the trained fit is on disk
+    summary = None
+    try:
+        with quiet():
+            idata = fit.to_arviz()
+            idata.to_netcdf(path("posterior.nc"))
+            # a neural family's weights are a point estimate: no posterior to summarise
+            summary = fit.summary() if fit.posterior else None
+    except Exception as exc:  # noqa: BLE001 - the fit is saved; say what could not be summarised
+        print(f"no posterior.nc/summary for this fit ({type(exc).__name__}: {_one_line(exc)}); "
+              f"the fit is saved in {written[0]}", file=out)
     if summary is not None:
         summary.to_csv(path("summary.csv"))
-    fit.save(path("fit.pt"))
     plots = []
     if fit.losses:
         plots.append(("loss.png", lambda: diagnostics.plot_loss(fit)))

@@ -195,3 +195,34 @@ def test_module_entry_point_runs_models():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "ConjugateNormal" in result.stdout
+
+
+@pytest.mark.parametrize("blocked", ["file", "fit.pt folder"])
+def test_fit_checks_out_before_fitting(capsys, tmp_path, monkeypatch, blocked):
+    """A bad --out is found before any training, not after it."""
+    out_dir = tmp_path / "out"
+    if blocked == "file":
+        out_dir.write_text("")
+    else:
+        (out_dir / "fit.pt").mkdir(parents=True)
+    monkeypatch.setattr(ppgen, "fit", lambda *a, **k: pytest.fail("fitted before checking --out"))
+    code, _, err = run(capsys, "fit", "RealNVP", "--data", "faithful", "--method", "svi", "--num-steps", "2",
+                       "--out", str(out_dir), "--no-progress")
+    assert code == 2
+    assert "--out" in err and ("not a folder" in err or "fit.pt" in err), err
+
+
+def test_fit_is_saved_before_anything_that_may_fail(capsys, tmp_path, monkeypatch):
+    """Summarising fails (here: the ArviZ conversion): the trained fit is on disk all the same."""
+    from ppgen.inference.result import Fit
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(Fit, "to_arviz", broken)
+    out_dir = tmp_path / "nvp"
+    code, out, err = run(capsys, "fit", "RealNVP", "--data", "faithful", "--method", "svi", "--num-steps", "2",
+                         "--out", str(out_dir), "--no-progress")
+    assert code == 0, err
+    assert "conversion failed" in out and "fit.pt" in out
+    assert ppgen.load(out_dir / "fit.pt").losses
