@@ -203,6 +203,29 @@ def test_unknown_names_in_queries_and_data():
         bn.query("asia", {"either": "no", "lung": "yes"})
 
 
+@pytest.mark.parametrize("evidence", [{"tub": "yes", "either": "no"}, {"either": "no", "lung": "yes"},
+                                      {"tub": "yes", "lung": "no", "either": "no", "xray": "yes"}])
+def test_impossible_evidence_is_refused_by_every_query(evidence):
+    """``either`` is the OR of ``tub`` and ``lung``: each evidence has probability zero, and
+    MAP (joint and marginal) and posterior sampling refuse it as ``query`` does; in the
+    DataFrame forms that row's MAP is missing and sampling refuses the batch."""
+    bn = BayesianNetwork.asia()
+    with pytest.raises(ModelError, match="probability zero"):
+        bn.query("bronc", evidence)
+    with pytest.raises(ModelError, match="probability zero"):
+        bn.map_query(evidence)
+    with pytest.raises(ModelError, match="probability zero"):
+        bn.map_query(evidence, variables=["bronc"])
+    with pytest.raises(ModelError, match="probability zero"):
+        bn.sample(5, evidence=evidence)
+    rows = pd.DataFrame([evidence, {"tub": "no"}])
+    completed = bn.map_query(rows)
+    assert completed.iloc[0].isna().all() and completed.iloc[1].notna().all()
+    with pytest.raises(ModelError, match="probability zero"):
+        bn.sample(None, evidence=rows)
+    assert bn.log_prob(rows)[0] == -math.inf
+
+
 def test_check_data_forms():
     bn = BayesianNetwork.asia()
     frame = pd.DataFrame({"asia": ["yes", None, "no"], "xray": ["no", "yes", np.nan]})

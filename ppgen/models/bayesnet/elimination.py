@@ -207,6 +207,10 @@ class Plan:
         Entries of all buckets together (what sampling keeps), per row.
     width : int
         Variables in the largest bucket minus one (the induced width).
+    dropped : frozenset
+        With ``normalized``: the variables whose CPTs were left out, cut off from the
+        query by the hard evidence (they scale a row by a constant, zero where they make
+        the evidence impossible).
     """
 
     def __init__(self, parents, cards, *, query=(), hard=(), soft=(), max_vars=(), prune=True,
@@ -250,8 +254,15 @@ class Plan:
                     if ra != rb:
                         root[ra] = rb
             wanted = {find(a) for a in set(self.query) | self.max_vars}
-            candidates = [(axes, src) for axes, src in candidates if axes and find(axes[0]) in wanted]
+            connected = [bool(axes) and find(axes[0]) in wanted for axes, _ in candidates]
+            # ... unless the evidence is impossible: a dropped CPT holding zeros may scale
+            # every row by 0, which the caller checks (the CPTs left out, by variable)
+            self.dropped = frozenset(src[1] for (_, src), keep in zip(candidates, connected)
+                                     if not keep and src[0] == "cpt")
+            candidates = [c for c, keep in zip(candidates, connected) if keep]
             relevant = {a for axes, _ in candidates for a in axes} | set(self.query)
+        else:
+            self.dropped = frozenset()
         self.relevant = frozenset(relevant)
         self.cpt_slots = []  # (slot, var, permutation putting hard axes first, hard columns)
         self.soft_slots = []  # (slot, position in soft)

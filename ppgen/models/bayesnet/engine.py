@@ -21,6 +21,8 @@ decided in :mod:`ppgen.models.bayesnet`, next to its thresholds.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .elimination import NUMPY_BELOW, Plan
@@ -117,10 +119,20 @@ class BayesNetEngineMixin:
             if table.shape[0] != rows:
                 table = table.expand((rows,) + table.shape[1:])
             total = table.reshape(rows, -1).sum(-1).reshape((rows,) + (1,) * len(query_ids))
-            return table / total
+            # the table is kept scaled; an impossible evidence shows as a zero scale: NaN rows
+            impossible = (result["log_scale"] == -math.inf).expand(rows)
+            return torch.where(impossible.reshape((rows,) + (1,) * len(query_ids)), math.nan, table / total)
 
-        return self._grouped(codes, single, make_plan,
-                             lambda plan, part: self._run(plan, part, tables, what, finish))
+        def run(plan, part):
+            table = self._run(plan, part, tables, what, finish)
+            # A normalised answer leaves out the factors the evidence cut off from the query;
+            # where they hold zeros, they may make the evidence impossible: check it.
+            if any(bool((tables[v] == 0).any()) for v in plan.dropped):
+                impossible = self._log_evidence(part, tables) == -math.inf
+                table = torch.where(impossible.reshape((-1,) + (1,) * (table.dim() - 1)), math.nan, table)
+            return table
+
+        return self._grouped(codes, single, make_plan, run)
 
     def _log_evidence(self, codes, tables, single=False):
         """``log p(e_r)`` per row, missing values summed out (elimination for rows

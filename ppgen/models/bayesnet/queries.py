@@ -23,6 +23,8 @@ All of them run on the elimination plumbing of
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
@@ -170,12 +172,12 @@ class BayesNetQueryMixin:
                 completed = chunk.clone()
                 for v, values in plan.trace_back(result, {}, rows).items():
                     completed[:, v] = values
-                return {"value": result["table"].expand(rows), "assignment": completed}
+                return {"log_value": _log_value(result).expand(rows), "assignment": completed}
 
             return self._run(plan, part, tables, "map_query", finish)
 
         out = self._grouped(codes, single, make_plan, run)
-        possible = out["value"] > 0
+        possible = out["log_value"] > -math.inf
         assignment = out["assignment"]
         shown = list(range(num)) if variables is None else list(ids)
         if single:
@@ -271,7 +273,7 @@ class BayesNetQueryMixin:
                     "less evidence or raise max_factor_size")
 
             def finish(result, rows, chunk):
-                if not bool((result["table"] > 0).all()):
+                if not bool((_log_value(result) > -math.inf).all()):
                     raise ModelError("sample: the evidence has probability zero under the network")
                 count = n if single else rows
                 local = {v: (chunk[0, v].expand(count) if single else chunk[:, v]) for v in plan.hard}
@@ -311,3 +313,9 @@ class BayesNetQueryMixin:
         data = kwargs["data"]
         out = self.sample(data.shape[0], params=params)
         return torch.where(data >= 0, out, torch.full_like(out, -1))
+
+
+def _log_value(result):
+    """The log of an elimination's value: its table is kept scaled, with the scale's log
+    apart (an impossible evidence shows as a scale of zero, not in the table)."""
+    return result["table"].log() + result["log_scale"]
