@@ -670,3 +670,29 @@ def test_queries_sampling_and_learning_on_cuda():
     assert bn.map_query({"xray": "yes"})["either"] == "yes"
     fit = ppgen.fit(bn, bn.sample(50).cpu(), Exact(num_samples=5), device="cuda", progress=False)
     assert math.isfinite(fit.log_evidence)
+
+
+def test_numbers_match_state_names_before_positions():
+    """States named by numbers: a number is the state of that name, never a position."""
+    import io
+
+    bn = BayesianNetwork(states={"A": ["1", "0"], "B": ["yes", "no"]}, parents={"A": [], "B": ["A"]},
+                         cpts={"A": torch.tensor([0.3, 0.7]), "B": torch.tensor([[0.9, 0.1], [0.2, 0.8]])})
+    assert float(bn.query("B", {"A": 1})["B"]["yes"]) == pytest.approx(0.9)  # state "1", the first
+    assert float(bn.query("B", {"A": 0})["B"]["yes"]) == pytest.approx(0.2)
+    assert float(bn.query("B", {"A": 0.0})["B"]["yes"]) == pytest.approx(0.2)
+    assert bn.map_query({"A": 1}) == {"B": "yes"}
+    table = pd.read_csv(io.StringIO("A,B\n1,yes\n0,no\n1,no\n0,no\n"))  # integer column A
+    assert bn.check_data(table)[:, 0].tolist() == [0, 1, 0, 1]
+    with pytest.raises(DataError, match="unknown state 2 of 'A'.*named by numbers"):
+        bn.query("B", {"A": 2})
+    with pytest.raises(DataError, match="value 2 that name no state"):
+        bn.check_data(pd.DataFrame({"A": [1, 2]}))
+    # learning from the CSV counts each row under its named state
+    learned = BayesianNetwork(states=bn.states, parents=bn.parents, prior_concentration=1e-9)
+    ppgen.fit(learned, table, MAP(), seed=0, progress=False)
+    assert learned.cpts["A"].tolist() == pytest.approx([0.5, 0.5], abs=1e-6)
+    assert learned.cpts["B"][0].tolist() == pytest.approx([0.5, 0.5], abs=1e-6)  # A = "1": yes, no
+    assert learned.cpts["B"][1].tolist() == pytest.approx([0.0, 1.0], abs=1e-6)  # A = "0": no, no
+    # variables without numeric names keep reading whole numbers as positions
+    assert bn.check_data(pd.DataFrame({"B": [1, 0]}))[:, 1].tolist() == [1, 0]

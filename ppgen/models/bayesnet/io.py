@@ -258,12 +258,21 @@ class BayesNetIOMixin:
         return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)} variables)"
 
     def _state(self, v, value, what):
+        """One state's index. Names first: a whole number matches a state named by that
+        number; it is read as a position only where the variable has no such names."""
         lookup = self._state_index[v]
         if isinstance(value, str) and value in lookup:
             return lookup[value]
-        if not isinstance(value, (str, bool, np.bool_)) and isinstance(value, numbers.Integral):
-            if 0 <= int(value) < len(lookup):
-                return int(value)
+        number = _whole(value)
+        if number is not None:
+            numbered = self._numbered[v]
+            if numbered:
+                if number in numbered:
+                    return numbered[number]
+                raise DataError(f"{what}: unknown state {value!r} of {v!r}; its states are {self.states[v]} "
+                                "(numbers are read as state names where states are named by numbers)")
+            if 0 <= number < len(lookup):
+                return number
         elif str(value) in lookup:
             return lookup[str(value)]
         raise DataError(f"{what}: unknown state {value!r} of {v!r}; its states are {self.states[v]}")
@@ -274,10 +283,22 @@ class BayesNetIOMixin:
         series = column if isinstance(column, pd.Series) else pd.Series(column)
         if series.dtype.kind in "iuf" and not isinstance(series.dtype, pd.CategoricalDtype):
             values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-            missing = np.isnan(values) | (values == -1)
+            numbered = self._numbered[v]
+            missing = np.isnan(values) | ((values == -1) & (-1 not in numbered))
             filled = np.where(missing, 0, values)
             if not np.all(filled == np.round(filled)):
                 raise DataError(f"{what}: column {v!r} holds non-integer numbers; give state names or indices")
+            if numbered:  # names first: the states are named by numbers
+                named = pd.Series(filled.astype(np.int64)).map(numbered)
+                codes = named.to_numpy(dtype=np.float64, na_value=-2, copy=True)
+                codes[missing] = -1
+                if (codes == -2).any():
+                    bad = pd.unique(values[codes == -2])[:5].tolist()
+                    raise DataError(f"{what}: column {v!r} has the value{'s' if len(bad) > 1 else ''} "
+                                    f"{', '.join(f'{b:g}' for b in bad)} that name no state; its states are "
+                                    f"{self.states[v]} (numbers are read as state names where states are "
+                                    "named by numbers)")
+                return codes.astype(np.int64)
             bad = ~missing & ((filled < 0) | (filled >= card))
             if bad.any():
                 raise DataError(f"{what}: column {v!r} has the state index {values[bad][0]!r} outside "
@@ -383,8 +404,15 @@ class BayesNetIOMixin:
 
         Accepts a DataFrame of state names (columns may be a subset of the
         variables; the others are missing; ``None``/``NaN`` are missing), a
-        dict of columns, or an integer array/tensor ``(N, V)`` in the network's
-        variable order with ``-1`` (or NaN) for missing values.
+        dict of columns, or an integer array/tensor ``(N, V)`` of state positions in
+        the network's variable order with ``-1`` (or NaN) for missing values.
+
+        Numbers in a DataFrame, a dict or evidence are matched to state *names* first:
+        for a variable whose states are named by whole numbers (``["1", "0"]``, as
+        ``pd.read_csv`` gives integer columns), ``1`` means the state ``"1"``, and a
+        number naming no state is an error. Only a variable with no such names reads
+        a whole number as a state position (``0`` the first state). Arrays and tensors
+        always hold positions.
         """
         return self._encode(data, name)[0]
 
@@ -409,3 +437,14 @@ class BayesNetIOMixin:
             return True, codes.to(self.device), None
         codes, index = self._encode(evidence, what)
         return False, codes, index
+
+
+def _whole(value):
+    """A whole number given as an int or an integral float (not a bool), else None."""
+    if isinstance(value, (bool, np.bool_, str)):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None

@@ -174,6 +174,9 @@ class BayesianNetwork(BayesNetIOMixin, BayesNetQueryMixin, BayesNetLearningMixin
         self._order_ids = tuple(self._index[v] for v in self.order)
         self._state_index = {v: {s: i for i, s in enumerate(self.states[v])} for v in self.variables}
         self._state_names = {v: pd.Index(self.states[v], dtype=object) for v in self.variables}
+        # states named by whole numbers ("0", "1", ...): numbers in data match these names
+        self._numbered = {v: {int(s): i for i, s in enumerate(self.states[v]) if _whole_number(s)}
+                          for v in self.variables}
         self._plans = {}
         self._numpy_cache = None
         self._labels = {v: pd.Index(self.states[v], name=v) for v in self.variables}
@@ -385,3 +388,8 @@ def _masked_observe(name, fn, column):
     with poutine.mask(mask=~mask):
         latent = pyro.sample(f"{name}_unobserved", fn, infer={"enumerate": "parallel"})
     return torch.where(mask, observed, latent)
+
+
+def _whole_number(name: str) -> bool:
+    """Whether a state name reads as a whole number (``"0"``, ``"12"``, ``"-1"``)."""
+    return name.lstrip("-+").isdigit() and name.strip() == name
