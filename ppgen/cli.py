@@ -123,6 +123,49 @@ def build_model(cls, params, n_columns):
         raise UsageError(f"{cls.__name__}: {exc}") from None
 
 
+def sequences_from_table(cls, frame, name, columns=None, sequence_column=None):
+    """A table's rows as time steps of sequences, for a sequence family: ``(observed
+    columns, data for fit, a sentence saying how the table was read)``.
+
+    Rows with the same ``sequence_column`` value form one sequence, in row order (without
+    it, the whole table is one sequence). The observations are ``columns``; without them,
+    every other column, except that a column counting up in steps of one (a year, a time
+    index) is read as the time index and left out. A family observing one value per step
+    needs exactly one observed column."""
+    if sequence_column is not None and sequence_column not in frame.columns:
+        raise UsageError(f"--sequence-column {sequence_column}: no such column; the data have "
+                         f"{', '.join(map(str, frame.columns))}")
+    rest = [c for c in frame.columns if c != sequence_column]
+    index_like = []
+    if columns:
+        chosen = [c.strip() for c in columns.split(",")]
+        unknown = [c for c in chosen if c not in rest]
+        if unknown:
+            raise UsageError(f"--columns: {', '.join(unknown)} not among the data's columns "
+                             f"({', '.join(map(str, rest))})")
+    else:
+        # (a sequence's first row has no step: NaN, dropped)
+        steps = frame[rest].diff() if sequence_column is None else frame.groupby(sequence_column)[rest].diff()
+        index_like = [c for c in rest if steps[c].notna().any() and bool((steps[c].dropna() == 1).all())]
+        chosen = [c for c in rest if c not in index_like] or rest
+        index_like = [c for c in index_like if c not in chosen]
+    takes_width = any(w in inspect.signature(cls.__init__).parameters for w in DATA_WIDTHS)
+    scalar = getattr(cls, "step_shape", ()) == () and not takes_width
+    if scalar and len(chosen) != 1:
+        raise UsageError(f"{cls.__name__} observes one value per time step; the data have columns "
+                         f"{', '.join(map(str, chosen))}: pick one with --columns")
+    groups = ([frame] if sequence_column is None else
+              [group for _, group in frame.groupby(sequence_column, sort=False)])
+    seqs = [group[chosen].to_numpy(dtype=float, copy=True) for group in groups]
+    seqs = [s[:, 0] for s in seqs] if scalar else seqs
+    how = (f"one sequence of {len(frame)} time steps (the rows in order)" if sequence_column is None else
+           f"{len(seqs)} sequences, one per value of {sequence_column!r} (rows in order within each)")
+    statement = (f"{cls.__name__} on {name}: {how}; observed: {', '.join(map(str, chosen))}"
+                 + (f"; {', '.join(map(repr, index_like))} read as the time index" if index_like else "")
+                 + " (choose with --columns and --sequence-column)")
+    return frame[chosen], seqs, statement
+
+
 def build_method(args):
     """The inference method object from ``fit``'s options."""
     from .inference import METHODS
@@ -208,10 +251,17 @@ def cmd_fit(args, out):
 
     cls = registry.model_class(args.model)
     check_output_folder(args.out)  # before the fit: a run's work is never lost to a bad --out
-    frame = load_table(args.data, args.columns)
-    model = build_model(cls, parse_params(args.param), frame.shape[1])
+    if args.sequence_column and not cls.sequential:
+        raise UsageError(f"--sequence-column: {cls.__name__} models independent rows, not sequences")
+    frame = load_table(args.data, args.columns if not cls.sequential else None)
+    if cls.sequential:
+        frame, data, statement = sequences_from_table(cls, frame, args.data, args.columns, args.sequence_column)
+        print(statement, file=out)
+        model = build_model(cls, parse_params(args.param), frame.shape[1])
+    else:
+        model = build_model(cls, parse_params(args.param), frame.shape[1])
+        data = frame.to_numpy(dtype=float, copy=True)
     method = build_method(args)
-    data = frame.to_numpy(dtype=float, copy=True)
     progress = not args.no_progress
     # Under torchrun every process fits its shard; rank 0 alone writes the outputs and prints.
     multi = getattr(args, "distributed", False) or dist.is_launched()
@@ -261,7 +311,7 @@ def cmd_fit(args, out):
     if method.name in ("nuts", "hmc"):
         sites = [s for s in model.global_sites() if s in fit.posterior] or None
         plots.append(("trace.png", lambda: diagnostics.plot_trace(fit, var_names=sites)))
-    if data.ndim == 2 and data.shape[1] <= 2 or data.ndim == 1:
+    if not cls.sequential and (data.ndim == 2 and data.shape[1] <= 2 or data.ndim == 1):
         plots.append(("samples.png", lambda: diagnostics.plot_samples(
             fit.sample(min(2000, 2 * data.shape[0]), seed=args.seed), fit.data)))
     for name, make in plots:
@@ -348,7 +398,11 @@ def build_parser():
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a model constructor argument, e.g. --param n_components=2 (repeatable); "
                         f"{', '.join(DATA_WIDTHS)} default to the number of data columns")
-    p.add_argument("--columns", metavar="A,B", help="the data columns to use (default: all numeric)")
+    p.add_argument("--columns", metavar="A,B", help="the data columns to use (default: all numeric; for "
+                   "sequence families, all but a time-index column)")
+    p.add_argument("--sequence-column", metavar="COL",
+                   help="sequence families: rows with the same COL value form one sequence (default: the "
+                        "whole table is one sequence, rows in order)")
     for option, text in METHOD_OPTIONS.items():
         takers = ", ".join(name for name, cls in sorted(METHODS.items()) if option in cls.options)
         kind = {"type": int} if option != "checkpoint" else {"metavar": "FILE"}

@@ -68,6 +68,8 @@ class GenerativeModel(PyroModule):
     #: the inference methods the family supports (names of
     #: :data:`ppgen.inference.methods.METHODS`).
     methods: ClassVar[tuple[str, ...]] = ()
+    #: the data are sequences (a table's rows are time steps), not independent rows.
+    sequential: ClassVar[bool] = False
     #: the name of the site that observes the data.
     observed_site = "obs"
     #: the name of the plate over data points.
@@ -190,10 +192,11 @@ class SolvesMAP(Protocol):
     """A family with its own MAP solver (EM, or a closed form), which ``MAP()`` runs.
 
     ``fit_map`` sets the point parameters and returns at least ``{"loss": [...],
-    "seconds": float}``; ``kwargs`` are the other keywords of ``data_kwargs``.
+    "seconds": float}``; ``kwargs`` are the other keywords of ``data_kwargs``. ``n_init``
+    (restarts) has the family's own default, which ``MAP(n_init=None)`` keeps.
     """
 
-    def fit_map(self, data: Any, *, max_iter: int, tol: float, n_init: int,
+    def fit_map(self, data: Any, *, max_iter: int, tol: float, n_init: int = ...,
                 generator: torch.Generator | None, **kwargs: Any) -> dict[str, Any]: ...
 
 

@@ -226,3 +226,31 @@ def test_fit_is_saved_before_anything_that_may_fail(capsys, tmp_path, monkeypatc
     assert code == 0, err
     assert "conversion failed" in out and "fit.pt" in out
     assert ppgen.load(out_dir / "fit.pt").losses
+
+
+def test_sequence_family_reads_rows_as_time_steps(capsys, tmp_path):
+    """earthquakes is [year, count]: one sequence of 107 counts, year read as the time index
+    (said in the output), fitted to the two-regime rates hmmlearn finds (15.4 and 26.0)."""
+    code, out, err = run(capsys, "fit", "PoissonHMM", "--data", "earthquakes",
+                         "--method", "map", "--param", "n_states=2", "--out", str(tmp_path / "eq"), "--no-progress")
+    assert code == 0, err
+    assert "one sequence of 107 time steps" in out and "observed: count" in out
+    assert "'year' read as the time index" in out
+    fit = ppgen.load(tmp_path / "eq" / "fit.pt")
+    rates = sorted(fit.program.generative.point_params()["rates"].tolist())
+    assert rates == pytest.approx([15.4, 26.0], abs=0.2)
+
+
+def test_sequence_family_errors_and_groups(capsys, tmp_path):
+    code, _, err = run(capsys, "fit", "PoissonHMM", "--data", "earthquakes", "--columns", "year,count",
+                       "--method", "map", "--param", "n_states=2", "--out", str(tmp_path / "a"), "--no-progress")
+    assert code == 2 and "one value per time step" in err and "--columns" in err
+    code, _, err = run(capsys, "fit", "GaussianMixture", "--data", "faithful", "--sequence-column", "waiting",
+                       "--method", "map", "--out", str(tmp_path / "b"), "--no-progress")
+    assert code == 2 and "--sequence-column" in err
+    table = tmp_path / "runs.csv"
+    table.write_text("run,t,value\n" + "".join(f"{r},{t},{(t * 7 + r) % 5}\n" for r in range(3) for t in range(30)))
+    code, out, err = run(capsys, "fit", "PoissonHMM", "--data", str(table), "--sequence-column", "run",
+                         "--method", "map", "--param", "n_states=2", "--out", str(tmp_path / "c"), "--no-progress")
+    assert code == 0, err
+    assert "3 sequences, one per value of 'run'" in out and "'t' read as the time index" in out

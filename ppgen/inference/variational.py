@@ -132,7 +132,9 @@ class MAP(SVI):
 
     ``solver="auto"`` uses the model's closed-form or EM solver (``fit_map``)
     when it has one, else gradient ascent with a delta guide (``"gradient"``).
-    ``max_iter``, ``tol`` and ``n_init`` (restarts) go to the EM solver.
+    ``max_iter``, ``tol`` and ``n_init`` (restarts) go to the EM solver; ``n_init=None``
+    keeps the family's own default (HMMs: ten restarts, run as one batch, since Baum-Welch
+    stops at local optima from a single start; one elsewhere).
     """
 
     guide: Union[str, Callable] = "delta"
@@ -140,7 +142,7 @@ class MAP(SVI):
     solver: str = "auto"
     max_iter: int = 1000
     tol: float = 1e-10
-    n_init: int = 1
+    n_init: int | None = None
     name: ClassVar[str] = "map"
     options: ClassVar[dict[str, str]] = {"num_steps": "num_steps", "batch_size": "batch_size",
                                          "checkpoint": "checkpoint"}
@@ -166,8 +168,9 @@ class MAP(SVI):
         # The EM solver seeds itself; solving before tracing gives the trace sane values.
         if not self.solves_with(model):
             return None
-        return model.fit_map(**kwargs, max_iter=self.max_iter, tol=self.tol, n_init=self.n_init,
-                             generator=context.generator)
+        restarts = {} if self.n_init is None else {"n_init": self.n_init}
+        return model.fit_map(**kwargs, max_iter=self.max_iter, tol=self.tol, generator=context.generator,
+                             **restarts)
 
     def run(self, program: Program, context: RunContext) -> Fit:
         solved = context.solved

@@ -56,6 +56,7 @@ class HiddenMarkovModel(SequenceDataMixin, BaumWelchMixin, GenerativeModel):
 
     methods = ("svi", "map", "nuts", "hmc", "exact")
     log_prob_kind = "exact"
+    sequential = True
     #: shape of one time step's observation: ``()`` or ``(D,)``.
     step_shape: tuple = ()
     step_support = constraints.real

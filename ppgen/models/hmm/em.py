@@ -19,6 +19,9 @@ from . import algorithms
 
 #: Elements of the per-chunk ``(S, B, T, K, K)`` tensors when scoring many draws.
 CHUNK_ELEMENTS = 2**23
+#: ``fit_map``'s restarts unless told: one start stops at a local optimum on the demo's
+#: categorical data; ten, run as one batch, reach hmmlearn's best of ten (RESULTS.md).
+DEFAULT_RESTARTS = 10
 
 
 def floor_normalize(p):
@@ -105,7 +108,7 @@ class BaumWelchMixin:
         start = self._random_starts(padded, self._mask(padded, lengths), generator, 1)
         self.set_params({name: value[0] for name, value in start.items()})
 
-    def fit_map(self, data, *, lengths=None, max_iter=1000, tol=1e-10, n_init=1, generator=None):
+    def fit_map(self, data, *, lengths=None, max_iter=1000, tol=1e-10, n_init=DEFAULT_RESTARTS, generator=None):
         """MAP estimate by Baum-Welch EM, ``n_init`` random restarts, the best kept.
 
         E-step: forward-backward (:func:`~ppgen.models.hmm.algorithms.expected_counts`)
