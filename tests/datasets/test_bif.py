@@ -406,3 +406,31 @@ def test_mangled_text_parses_or_raises_bif_error(shared_data, data):
         return
     assert isinstance(net, BIFNetwork)
     assert_identical(parse_bif(format_bif(net)), net)
+
+
+def test_a_decompression_bomb_is_refused_without_filling_memory(tmp_path):
+    """A gzip file of a few kB that unpacks to 64 MB, read with a 1 MB cap: refused with the
+    path and the cap named, the text never held whole (the peak allocation stays near the cap)."""
+    import tracemalloc
+
+    from ppgen.models.bayesnet.bif import BIFError, read_bif
+
+    path = tmp_path / "bomb.bif.gz"
+    with gzip.open(path, "wb") as handle:
+        block = b"network n { }\n" + b" " * (2**20 - 14)
+        for _ in range(64):
+            handle.write(block)
+    assert path.stat().st_size < 2**17
+    tracemalloc.start()
+    try:
+        with pytest.raises(BIFError, match=r"bomb\.bif\.gz: more than 1,048,576 bytes of BIF text once decompressed"):
+            read_bif(path, max_bytes=2**20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+    # under the cap the same reader reads the file
+    small = tmp_path / "small.bif.gz"
+    small.write_bytes(gzip.compress(b"network n { }\nvariable a { type discrete [ 2 ] { x, y }; }\n"
+                                  b"probability ( a ) { table 0.3, 0.7; }\n"))
+    assert read_bif(small, max_bytes=2**20).variables == {"a": ["x", "y"]}

@@ -448,24 +448,37 @@ def parse_bif(text: str) -> BIFNetwork:
     return _Parser(text).parse()
 
 
-def read_bif(path) -> BIFNetwork:
+#: The most bytes of BIF text :func:`read_bif` takes, after decompression (the largest
+#: networks of the bnlearn repository are a few MB of text).
+MAX_BIF_BYTES = 256 * 2**20
+
+
+def read_bif(path, max_bytes: int = MAX_BIF_BYTES) -> BIFNetwork:
     """Read a ``.bif`` or gzip-compressed ``.bif.gz`` file (told apart by its first bytes).
+
+    The text (decompressed as it streams) may be at most ``max_bytes`` long, so a small
+    compressed file that unpacks to gigabytes is refused before it fills memory.
 
     Raises
     ------
     BIFError
-        The file is missing, unreadable, not UTF-8 text, or not valid BIF; the
-        message starts with the path.
+        The file is missing, unreadable, too large, not UTF-8 text, or not valid BIF;
+        the message starts with the path.
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-        text = data.decode("utf-8-sig")
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            handle = gzip.GzipFile(fileobj=raw) if compressed else raw
+            data = handle.read(max_bytes + 1)
+        too_large = len(data) > max_bytes
+        text = "" if too_large else data.decode("utf-8-sig")
     except (OSError, EOFError, ValueError, zlib.error) as exc:  # ValueError: UnicodeDecodeError
         raise BIFError(f"{path}: cannot be read as a BIF file ({exc})") from None
+    if too_large:
+        raise BIFError(f"{path}: more than {max_bytes:,} bytes of BIF text{' once decompressed' * compressed}; "
+                       "refused (read_bif(max_bytes=...) raises the limit)")
     try:
         return parse_bif(text)
     except BIFError as exc:
