@@ -7,6 +7,7 @@ names the argument, never as a deep torch traceback or a silent wrong answer.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -42,7 +43,8 @@ def as_tensor(value, name="data", *, dtype=None, device=None, ndim=None, dim=Non
     name : str
         The argument name used in error messages.
     dtype : torch.dtype, optional
-        Floating data are cast to it; integer and boolean data keep their type.
+        Floating data are cast to it; integer and boolean data too where it is a
+        floating type (they keep their type otherwise).
     device : torch.device or str, optional
     ndim : int, optional
         Required number of dimensions. A 1-D array given where ``ndim=2`` is
@@ -51,6 +53,7 @@ def as_tensor(value, name="data", *, dtype=None, device=None, ndim=None, dim=Non
         Required size of the last dimension (the number of features).
     """
     value = _to_numpy_or_tensor(value, name)
+    source = value  # before any cast: a finite value the cast makes infinite is an overflow
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "f" or dtype is not None and value.dtype.kind in "iub" and dtype.is_floating_point:
             tensor = torch.as_tensor(value, dtype=dtype or torch.get_default_dtype())
@@ -58,7 +61,9 @@ def as_tensor(value, name="data", *, dtype=None, device=None, ndim=None, dim=Non
             tensor = torch.as_tensor(value)
     else:
         tensor = value
-        if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+        integral = not (tensor.is_floating_point() or tensor.is_complex())
+        if dtype is not None and tensor.dtype != dtype and (tensor.is_floating_point()
+                                                            or integral and dtype.is_floating_point):
             tensor = tensor.to(dtype)
     if device is not None:
         tensor = tensor.to(device)
@@ -66,6 +71,13 @@ def as_tensor(value, name="data", *, dtype=None, device=None, ndim=None, dim=Non
         finite = torch.isfinite(tensor)
         if not bool(finite.all()):
             bad = (~finite).nonzero()[0].tolist()
+            original = source[tuple(bad)]
+            original = original.item() if hasattr(original, "item") else original
+            if isinstance(original, (int, float)) and math.isfinite(original):
+                raise DataError(f"{name}: the value {original:.6g} at index {tuple(bad)} overflows "
+                                f"{str(tensor.dtype).replace('torch.', '')} (at most "
+                                f"{torch.finfo(tensor.dtype).max:.3g}); rescale the data or fit in float64 "
+                                "(dtype=torch.float64)")
             kind = "NaN" if bool(torch.isnan(tensor).any()) else "inf"
             raise DataError(
                 f"{name}: contains {kind} values (first at index {tuple(bad)}); "
@@ -116,3 +128,16 @@ def as_kwargs(data, *, dtype=None, device=None):
         else:
             out[key] = value
     return out
+
+
+def check_second_moments(tensor: torch.Tensor, name: str = "data") -> torch.Tensor:
+    """Refuse floating data whose sums of squares overflow their dtype (a Gaussian's
+    covariance would be infinite): a :class:`DataError` naming the largest value."""
+    if tensor.is_floating_point() and tensor.numel():
+        largest = float(tensor.detach().abs().max())
+        limit = torch.finfo(tensor.dtype).max
+        if largest > 0 and math.log(largest) * 2 + math.log(tensor.shape[0]) >= math.log(limit):
+            raise DataError(f"{name}: values up to {largest:.3g} overflow {str(tensor.dtype).replace('torch.', '')} "
+                            "in their sums of squares; standardise the data, or fit in float64 "
+                            "(dtype=torch.float64)")
+    return tensor

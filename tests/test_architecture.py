@@ -213,3 +213,19 @@ def test_every_family_constructor_is_typed_and_checked():
         missing = [p for p in list(signature.parameters)[1:]
                    if signature.parameters[p].annotation is inspect.Parameter.empty]
         assert not missing and signature.return_annotation is not inspect.Signature.empty, (name, missing)
+
+
+def test_no_absolute_paths_of_a_development_machine():
+    """Scripts reach the shared data through ``../shared`` or ``PPGEN_SHARED_DATA``, never a
+    machine's absolute path (they must run on a user's machine)."""
+    import re
+
+    pattern = re.compile(r"""["'](/(?:work|home|root|check|Users|tmp)/[^"']*)["']""")
+    found = []
+    for folder in ("ppgen", "benchmarks", "examples", "tests"):
+        for path in sorted((ROOT.parent / folder).rglob("*.py")):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                for match in pattern.finditer(line):
+                    if "shared" in match.group(1) or "data" in match.group(1):
+                        found.append(f"{path.relative_to(ROOT.parent)}:{number}: {match.group(1)}")
+    assert not found, found

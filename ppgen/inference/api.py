@@ -76,8 +76,11 @@ def fit(model: GenerativeModel | Callable[..., Any], data: Any = None, method: M
         group this raises a MethodError that shows the torchrun command.
     """
     method = as_method(method if method is not None else "svi")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise MethodError(f"seed must be an integer, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
+        raise MethodError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        raise MethodError(f"threads must be a positive integer (or None for the default), got {threads!r}")
+    _check_device(device)
     if distributed:
         method.check_distributed(model)
         device = data_parallel.setup(device)
@@ -89,6 +92,23 @@ def fit(model: GenerativeModel | Callable[..., Any], data: Any = None, method: M
         result = method.run(program, context)
     result.posterior = _with_deterministic(program, result.posterior)
     return result
+
+
+def _check_device(device: str | torch.device | None) -> None:
+    """A clear error for a device this machine lacks (torch asserts or raises its own)."""
+    if device is None:
+        return
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise MethodError(f"device={device!r} is not a torch device ({exc})") from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise MethodError(f"device={device!r}: CUDA is not available on this machine "
+                          f"(torch {torch.__version__}); use device='cpu'")
+    if where.type == "cuda" and where.index is not None and where.index >= torch.cuda.device_count():
+        raise MethodError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if where.type == "mps" and not torch.backends.mps.is_available():
+        raise MethodError(f"device={device!r}: MPS is not available on this machine; use device='cpu'")
 
 
 def _program(model, data, method, guide, device, dtype, context):

@@ -10,9 +10,7 @@ dicts only, never arbitrary pickled objects.
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import zipfile
 
 import torch
 
@@ -23,8 +21,13 @@ FORMAT = "ppgen"
 
 def atomic_save(obj, path):
     path = os.fspath(path)
+    if os.path.isdir(path) or path.endswith(os.sep) or os.path.basename(path) in ("", ".", ".."):
+        raise CheckpointError(f"{path}: is a folder; give a file path (e.g. {os.path.join(path, 'fit.pt')})")
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot create its folder ({exc.strerror or exc})") from None
     handle, tmp = tempfile.mkstemp(prefix=".ppgen-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -41,12 +44,13 @@ def atomic_save(obj, path):
 def safe_load(path, kind):
     """Load a ppgen file of the given ``kind`` ("fit" or "checkpoint")."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a folder, not a ppgen {kind} file")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError,
-            OSError, ValueError, AttributeError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - arbitrary bytes fail inside torch in many ways
         raise CheckpointError(
             f"{path}: not a readable ppgen {kind} file (corrupt, truncated, or not "
             f"written by ppgen): {type(exc).__name__}: {str(exc)[:200]}"

@@ -7,8 +7,10 @@ import json
 import os
 from typing import Any
 
+import torch
+
 from .. import registry
-from ..errors import CheckpointError, ModelError
+from ..errors import CheckpointError, MethodError, ModelError
 from ..model import GenerativeModel
 from .checkpoint import safe_load
 from .methods import GUIDES, METHODS
@@ -39,11 +41,17 @@ def load(path: str | os.PathLike, model: Any = None) -> Fit:
     which a file cannot rebuild), the saved state is loaded into it.
     """
     payload = safe_load(path, "fit")
+    _check_payload(path, payload)
     try:
         meta = json.loads(payload["meta"])
+        if not isinstance(meta, dict):
+            raise TypeError("the metadata is not a dict")
+        missing = [key for key in META_KEYS if key not in meta]
+        if missing:
+            raise KeyError(", ".join(missing))
         method = _rebuild_method(meta["method"], meta["method_config"])
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: damaged ppgen fit metadata ({exc})") from None
+    except (KeyError, TypeError, ValueError, MethodError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: damaged ppgen fit metadata ({type(exc).__name__}: {exc})") from None
     if meta["model_class"] is not None:
         generative = _saved_model(path, meta, model)
         state = payload["model_state"]
@@ -72,6 +80,31 @@ def load(path: str | os.PathLike, model: Any = None) -> Fit:
                seed=meta["seed"], extras=extras)
 
 
+#: What a fit file holds besides its header: its name, and the type of each part (the
+#: tensor maps hold tensors by name).
+PARTS = {"meta": str, "model_state": dict, "posterior": dict, "params": dict, "sample_stats": dict,
+         "marginals": dict, "map_assignment": dict, "data": dict}
+#: The metadata every fit file has.
+META_KEYS = ("method", "method_config", "model_class", "model_config", "program", "losses", "val_losses",
+             "timings", "log_evidence", "seed", "data_extra")
+
+
+def _check_payload(path, payload):
+    """Refuse a fit file whose parts are missing or of the wrong kind, naming the part."""
+    for key, kind in PARTS.items():
+        if key not in payload:
+            raise CheckpointError(f"{path}: damaged ppgen fit: it has no {key!r}")
+        part = payload[key]
+        if not isinstance(part, kind):
+            raise CheckpointError(f"{path}: damaged ppgen fit: {key!r} is a {type(part).__name__}, "
+                                  f"not a {kind.__name__}")
+        if kind is dict:
+            bad = [name for name, value in part.items() if not (isinstance(name, str) and torch.is_tensor(value))]
+            if bad:
+                raise CheckpointError(f"{path}: damaged ppgen fit: {key!r} holds {bad[0]!r}, which is not "
+                                      "a named tensor")
+
+
 def _saved_model(path, meta, model):
     """The model to restore into: ``model`` when it is a GenerativeModel instance
     (checked against the saved class and configuration), else a new one built from
@@ -86,9 +119,11 @@ def _saved_model(path, meta, model):
             raise CheckpointError(f"{path}: the given {name} differs from the saved one in "
                                   + ", ".join(f"{k} ({given.get(k)!r}, saved {config.get(k)!r})" for k in differ))
         return model
-    cls = registry.model_class(name)
     try:
+        cls = registry.model_class(name)
+        if not isinstance(config, dict):
+            raise TypeError(f"the configuration is a {type(config).__name__}, not a dict")
         return cls(**config)
-    except ModelError as exc:
-        raise CheckpointError(f"{path}: cannot rebuild the saved {name} from its configuration ({exc}); "
+    except (ModelError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the saved {name!r} from its configuration ({exc}); "
                               "pass the model as load(path, model=...)") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -93,4 +94,12 @@ class HMC(NUTS):
     step_size: float = 0.1
     num_steps: int = 10
     name: ClassVar[str] = "hmc"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int("HMC", num_steps=self.num_steps)
+        step = self.step_size
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < math.inf:
+            raise MethodError(f"HMC(step_size={step!r}) must be a positive finite number (the initial "
+                              "step size; warm-up adapts it)")
 

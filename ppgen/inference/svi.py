@@ -110,6 +110,9 @@ class Objective:
         self.plate = generative.data_plate if generative is not None and batch_size else None
         self.batch_size = batch_size
         self.size = len(program.kwargs["data"]) if self.plate else None
+        if self.size is not None and batch_size > self.size:
+            raise MethodError(f"batch_size={batch_size} is larger than the data ({self.size} rows); "
+                              f"use at most {self.size}, or None for full batches")
         self.store_params = {}
 
     def _batch(self, state):
@@ -137,6 +140,30 @@ class Objective:
         self.store_params = {name: getattr(site["value"], "unconstrained", lambda v=site["value"]: v)()
                              for name, site in trace.trace.nodes.items()}
         return loss
+
+    def where_not_finite(self, params):
+        """Which sites and parameters are not finite now: ``" at ..."``, or ``""`` if none
+        is found (the guide's draws and the model's densities at them, one pass)."""
+        sites = []
+        try:
+            with pyro.validation_enabled(False), torch.no_grad():
+                guide_trace = poutine.trace(self.guide).get_trace(**self.kwargs)
+                model_trace = poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace(**self.kwargs)
+            for role, trace in (("guide", guide_trace), ("model", model_trace)):
+                for name, site in trace.nodes.items():
+                    if site["type"] != "sample" or name in sites:
+                        continue
+                    value = site["value"]
+                    if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                        sites.append(f"{role} site {name!r} (its value)")
+                    elif not bool(torch.isfinite(site["fn"].log_prob(value)).all()):
+                        sites.append(f"{role} site {name!r} (its log density)")
+        except Exception:  # noqa: BLE001 - a diagnosis that fails must not hide the error it explains
+            pass
+        bad = [name for name, value in params.items() if not bool(torch.isfinite(value).all())]
+        parts = ([f"not finite at {', '.join(sites[:4])}"] if sites else []) + \
+            ([f"parameters not finite: {', '.join(bad[:4])}"] if bad else [])
+        return f" ({'; '.join(parts)})" if parts else ""
 
     def params(self):
         named = {}
@@ -227,7 +254,8 @@ class SVITrainer:
             value, stop = self.parallel.reduce(self.values, self.objective.weight, loss, interrupt.pending)
         if not math.isfinite(value):
             where = f" (summed over {self.parallel.world} ranks)" if self.parallel is not None else ""
-            raise MethodError(f"SVI: the loss became {value} at step {state['step']}{where}; "
+            culprit = self.objective.where_not_finite(self.params) if self.parallel is None else ""
+            raise MethodError(f"SVI: the loss became {value} at step {state['step']}{where}{culprit}; "
                               "lower lr, set clip_norm, or check the model")
         if self.parallel is None:
             loss.backward()

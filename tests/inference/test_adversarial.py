@@ -206,7 +206,8 @@ ppgen.fit(gan, data, Adversarial(num_steps=10**7, batch_size=8, checkpoint=sys.a
 """
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("how", ["interrupt", "kill"])
+def test_ctrl_c_or_kill_leaves_a_checkpoint_that_resumes_exactly(tmp_path, how):
     path = tmp_path / "run.ckpt"
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(path)], stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -215,9 +216,10 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
         assert time.time() < deadline, "no checkpoint written"
         time.sleep(0.05)
     time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT if how == "interrupt" else signal.SIGKILL)
     proc.wait(timeout=60)
-    assert b"KeyboardInterrupt" in proc.stderr.read()
+    if how == "interrupt":
+        assert b"KeyboardInterrupt" in proc.stderr.read()
     steps = torch.load(path, weights_only=True)["state"]["step"] + 10
     data = ppgen.datasets.ring(500, generator=torch.Generator().manual_seed(0))
     net = dict(data_dim=2, generator_hidden=(16, 16), discriminator_hidden=(16,), maxout_pieces=2, pack=2)

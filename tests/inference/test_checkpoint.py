@@ -102,3 +102,44 @@ def test_a_checkpoint_of_another_seed_is_not_resumed(tmp_path):
     resumed = ppgen.fit(ConjugateNormal(), data, _method(path, 100), seed=0, progress=False)
     straight = ppgen.fit(ConjugateNormal(), data, SVI(num_steps=100, lr=0.01), seed=0, progress=False)
     assert resumed.losses == straight.losses
+
+
+MAP_SCRIPT = """
+import sys, torch, ppgen
+from ppgen.inference import MAP
+from ppgen.models import GaussianMixture
+torch.set_num_threads(1)
+model, data = GaussianMixture.example(seed=0)
+ppgen.fit(model, data, MAP(solver="gradient", num_steps=10**7, lr=0.01, checkpoint=sys.argv[1],
+          checkpoint_every=20), seed=2, progress=False)
+"""
+
+
+@pytest.mark.parametrize("how", ["kill", "interrupt"])
+def test_gradient_map_resumes_after_kill_or_ctrl_c(tmp_path, how):
+    """Gradient MAP (the training loop's other user of SVI's trainer): SIGKILL or Ctrl-C
+    mid-run, then the resumed run equals an uninterrupted one, loss for loss."""
+    from ppgen.inference import MAP
+    from ppgen.models import GaussianMixture
+
+    path = tmp_path / "map.pt"
+    proc = subprocess.Popen([sys.executable, "-c", MAP_SCRIPT, str(path)], stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "no checkpoint written"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGINT)
+    proc.wait(timeout=60)
+    total = torch.load(path, weights_only=True)["state"]["step"] + 30
+
+    def run(checkpoint):
+        model, data = GaussianMixture.example(seed=0)
+        return ppgen.fit(model, data, MAP(solver="gradient", num_steps=total, lr=0.01, checkpoint=checkpoint,
+                                          checkpoint_every=20), seed=2, progress=False)
+
+    resumed, straight = run(str(path)), run(None)
+    assert resumed.losses == straight.losses and len(resumed.losses) == total
+    for key in straight.params:
+        assert torch.equal(resumed.params[key], straight.params[key]), key

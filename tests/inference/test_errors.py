@@ -1,6 +1,7 @@
 """Bad input gets a clear ppgen error that names the culprit."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -84,3 +85,112 @@ def test_checkpoint_from_another_run_is_refused(tmp_path):
     with pytest.raises(ppgen.CheckpointError, match="different run"):
         ppgen.fit(GaussianMixture(2, 1), [[0.5], [1.5], [3.0]], SVI(num_steps=5, checkpoint=path),
                   progress=False)
+
+
+# ---------------------------------------------------------------- the hostile probe's cases
+
+def _fit(**kwargs):
+    return ppgen.fit(ConjugateNormal(), torch.randn(10), SVI(num_steps=3), progress=False, **kwargs)
+
+
+def _normal(*shape, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+
+
+@pytest.mark.parametrize("data, words", [
+    (torch.ones(40, 2), None),  # every point the same: any start will do, the fit is finite
+    (torch.cat([_normal(40, 1), torch.ones(40, 1)], 1), None),  # a constant column
+    (_normal(3, 2), r"n_components=5 is more than the 3 data points"),
+    (_normal(40, 2) * 1e18, r"values up to .* overflow float32 in their sums of squares"),
+    # huge values in float64: the default prior (loc_scale=100) is off by 16 orders of
+    # magnitude; the fit is finite, or refused where a covariance is not positive definite
+    (_normal(40, 2, dtype=torch.float64) * 1e18, "finite or not positive definite"),
+])
+def test_gaussian_mixture_start_on_awkward_data(data, words):
+    model = GaussianMixture(5 if words and "n_components" in words else 3, 2)
+    try:
+        fit = ppgen.fit(model, data, MAP(), progress=False, dtype=data.dtype)
+    except ppgen.PpgenError as exc:
+        assert words is not None, exc
+        expected = "not positive definite .* against the prior" if words.startswith("finite or") else words
+        assert re.search(expected, str(exc)), exc
+        return
+    assert words is None or words.startswith("finite or"), "no error"
+    assert all(bool(torch.isfinite(v).all()) for v in fit.params.values())
+    assert bool(torch.isfinite(model.log_prob(data)).all())
+
+
+def test_svi_nan_names_the_site():
+    """Data of 1e30 overflow the squared error in float32: the loss is NaN at the first step,
+    and the error names the site whose log density is not finite."""
+    import pyro
+    import pyro.distributions as dist
+
+    def model(x):
+        w = pyro.sample("w", dist.Normal(0.0, 10.0))
+        with pyro.plate("rows", len(x)):
+            pyro.sample("x", dist.Normal(w, 1.0), obs=x)
+
+    with pytest.raises(ppgen.MethodError, match=r"loss became nan at step 0 \(not finite at model site 'x'"):
+        ppgen.fit(model, {"x": torch.full((5,), 1e30)}, SVI(num_steps=5), progress=False)
+
+
+@pytest.mark.parametrize("build, words", [
+    (lambda: ppgen.inference.HMC(step_size=-0.1), r"HMC\(step_size=-0.1\) must be a positive finite"),
+    (lambda: ppgen.inference.HMC(step_size=float("nan")), r"step_size=nan"),
+    (lambda: ppgen.inference.HMC(num_steps=0), r"num_steps"),
+    (lambda: _fit(seed=-1), r"seed must be an integer in \[0, 2\*\*63\)"),
+    (lambda: _fit(threads=0), r"threads must be a positive integer"),
+    (lambda: _fit(device="cuda:0") if not torch.cuda.is_available() else _fit(device="cuda:999"), r"device="),
+    (lambda: _fit(device="warp-drive"), r"device='warp-drive' is not a torch device"),
+    (lambda: ppgen.fit(ConjugateNormal(), np.array([1.0, 1e300]), SVI(num_steps=2), progress=False),
+     r"1e\+300 at index \(1,\) overflows float32"),
+])
+def test_bad_settings_get_ppgen_errors(build, words):
+    with pytest.raises(ppgen.PpgenError, match=words):
+        build()
+
+
+def test_batch_size_larger_than_the_data():
+    with pytest.raises(ppgen.PpgenError, match="batch_size"):
+        ppgen.fit(GaussianMixture(2, 2), torch.randn(10, 2), SVI(num_steps=2, batch_size=20), progress=False)
+
+
+def test_saving_and_loading_folders(tmp_path):
+    fit = _fit()
+    with pytest.raises(ppgen.CheckpointError, match="is a folder; give a file path"):
+        fit.save(tmp_path)
+    with pytest.raises(ppgen.CheckpointError, match="is a folder, not a ppgen fit file"):
+        ppgen.load(tmp_path)
+    with pytest.raises(ppgen.CheckpointError, match="is a folder"):
+        ppgen.fit(ConjugateNormal(), torch.randn(10), SVI(num_steps=3, checkpoint=str(tmp_path)), progress=False)
+    with pytest.raises(ppgen.CheckpointError, match="is a folder"):
+        ppgen.fit(ConjugateNormal(), torch.randn(10), SVI(num_steps=3, checkpoint="."), progress=False)
+
+
+def test_random_bytes_are_never_loaded(tmp_path):
+    path = tmp_path / "f.pt"
+    rng = np.random.default_rng(0)
+    for size in [0, 1, 10, 100, 1000, 5000] * 10:
+        path.write_bytes(rng.bytes(size))
+        with pytest.raises(ppgen.CheckpointError):
+            ppgen.load(path)
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda p: p.pop("posterior"), r"has no 'posterior'"),
+    (lambda p: p.__setitem__("posterior", [1, 2]), r"'posterior' is a list, not a dict"),
+    (lambda p: p["posterior"].__setitem__("mu", "text"), r"'posterior' holds 'mu'"),
+    (lambda p: p.__setitem__("meta", p["meta"].replace('"model_config": {', '"model_config": {"bogus": 1, ')),
+     r"cannot rebuild the saved 'ConjugateNormal'"),
+    (lambda p: p.__setitem__("meta", "[1, 2]"), r"damaged ppgen fit metadata"),
+    (lambda p: p.__setitem__("meta", p["meta"].replace('"losses"', '"lost"')), r"damaged ppgen fit metadata"),
+])
+def test_crafted_fit_files_are_refused_naming_the_part(tmp_path, damage, words):
+    path = tmp_path / "fit.pt"
+    _fit().save(path)
+    payload = torch.load(path, weights_only=True)
+    damage(payload)
+    torch.save(payload, path)
+    with pytest.raises(ppgen.CheckpointError, match=words):
+        ppgen.load(path)

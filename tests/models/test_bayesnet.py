@@ -696,3 +696,10 @@ def test_numbers_match_state_names_before_positions():
     assert learned.cpts["B"][1].tolist() == pytest.approx([0.0, 1.0], abs=1e-6)  # A = "0": no, no
     # variables without numeric names keep reading whole numbers as positions
     assert bn.check_data(pd.DataFrame({"B": [1, 0]}))[:, 1].tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("states, words", [({"a\x00b": ["x", "y"]}, "printable"), ({"a": ["x", "y\x00"]}, "printable"),
+                                           ({"a": ["x", ""]}, "non-empty")])
+def test_control_characters_in_names_are_refused(states, words):
+    with pytest.raises(ModelError, match=words):
+        BayesianNetwork(states=states, parents={v: [] for v in states})

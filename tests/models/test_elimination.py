@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ppgen.errors import ModelError
-from ppgen.models.bayesnet.elimination import Plan, ancestral_closure, categorical, min_fill_order
+from ppgen.models.bayesnet.elimination import Plan, categorical
+from ppgen.models.bayesnet.ordering import ancestral_closure, min_fill_order
 
 
 def _random_dag(num, max_parents, seed, max_card=3):

@@ -55,7 +55,6 @@ it, draws exactly from the posterior (forward filtering, backward sampling).
 
 from __future__ import annotations
 
-import heapq
 import math
 
 import numpy as np
@@ -63,93 +62,13 @@ import torch
 
 from ...errors import ModelError
 from .elimination_backends import NUMPY, TORCH_DTYPE, TorchOps, contraction, rescale
+from .ordering import ancestral_closure, min_fill_order
 
 #: default limit on the number of entries of one intermediate factor (per batch of rows).
 DEFAULT_MAX_FACTOR_SIZE = 2 ** 27
 #: on the CPU, plans whose largest table (times the rows) is under this many entries run
 #: in numpy, whose per-operation overhead is a fraction of torch's.
 NUMPY_BELOW = 2 ** 16
-
-
-def ancestral_closure(parents, nodes):
-    """``nodes`` and all their ancestors (a set of variable ids)."""
-    seen = set()
-    stack = list(nodes)
-    while stack:
-        v = stack.pop()
-        if v in seen:
-            continue
-        seen.add(v)
-        stack.extend(parents[v])
-    return seen
-
-
-def min_fill_order(scopes, groups, cards):
-    """Greedy min-fill elimination order.
-
-    Parameters
-    ----------
-    scopes : iterable of sets of variable ids
-        The factors' variables; the interaction graph joins every two
-        variables that share a factor.
-    groups : list of sets
-        Variables to eliminate, group by group (all of the first group before
-        any of the second: sum-out before max-out for marginal MAP).
-    cards : sequence of int
-        The cardinality of each variable.
-
-    Returns
-    -------
-    list of int
-        The order; ties go to the smaller bucket (min-weight), then the lower id.
-    """
-    adj = {}
-    for scope in scopes:
-        for a in scope:
-            adj.setdefault(a, set()).update(b for b in scope if b != a)
-
-    def score(v):
-        nb = list(adj[v])
-        fill = 0
-        for i, a in enumerate(nb):
-            na = adj[a]
-            for b in nb[i + 1:]:
-                if b not in na:
-                    fill += 1
-        weight = math.fsum(math.log(cards[b]) for b in nb) + math.log(cards[v])
-        return (fill, weight)
-
-    order = []
-    for group in groups:
-        group = set(group)
-        for v in group:
-            adj.setdefault(v, set())
-        current = {v: score(v) for v in group}
-        heap = [(s, v) for v, s in current.items()]
-        heapq.heapify(heap)
-        while heap:
-            s, v = heapq.heappop(heap)
-            if v not in group or current[v] != s:
-                continue
-            group.discard(v)
-            order.append(v)
-            nb = adj.pop(v)
-            affected = set(nb)
-            for a in nb:
-                adj[a].discard(v)
-            for a in nb:
-                new = nb - adj[a]
-                new.discard(a)
-                if new:
-                    adj[a] |= new
-                    affected |= adj[a]
-            for a in affected:
-                if a in group:
-                    s_new = score(a)
-                    if s_new != current[a]:
-                        current[a] = s_new
-                        heapq.heappush(heap, (s_new, a))
-    return order
 
 
 class _Input:
@@ -208,9 +127,8 @@ class Plan:
     width : int
         Variables in the largest bucket minus one (the induced width).
     dropped : frozenset
-        With ``normalized``: the variables whose CPTs were left out, cut off from the
-        query by the hard evidence (they scale a row by a constant, zero where they make
-        the evidence impossible).
+        With ``normalized``: the variables whose CPTs were cut off from the query by the
+        hard evidence and left out (a constant per row; zero for impossible evidence).
     """
 
     def __init__(self, parents, cards, *, query=(), hard=(), soft=(), max_vars=(), prune=True,
@@ -236,6 +154,7 @@ class Plan:
         for i, v in enumerate(self.soft):
             if v in relevant:
                 candidates.append(((v,), ("soft", i)))
+        self.dropped = frozenset()
         if normalized:
             # Factors not connected to a kept variable (once the hard evidence has cut
             # the graph) only scale each row by a constant: a normalised answer
@@ -254,15 +173,12 @@ class Plan:
                     if ra != rb:
                         root[ra] = rb
             wanted = {find(a) for a in set(self.query) | self.max_vars}
-            connected = [bool(axes) and find(axes[0]) in wanted for axes, _ in candidates]
+            keep = [bool(axes) and find(axes[0]) in wanted for axes, _ in candidates]
             # ... unless the evidence is impossible: a dropped CPT holding zeros may scale
-            # every row by 0, which the caller checks (the CPTs left out, by variable)
-            self.dropped = frozenset(src[1] for (_, src), keep in zip(candidates, connected)
-                                     if not keep and src[0] == "cpt")
-            candidates = [c for c, keep in zip(candidates, connected) if keep]
+            # a row by 0, which the caller checks (the CPTs left out, by variable)
+            self.dropped = frozenset(src[1] for (_, src), k in zip(candidates, keep) if not k and src[0] == "cpt")
+            candidates = [c for c, k in zip(candidates, keep) if k]
             relevant = {a for axes, _ in candidates for a in axes} | set(self.query)
-        else:
-            self.dropped = frozenset()
         self.relevant = frozenset(relevant)
         self.cpt_slots = []  # (slot, var, permutation putting hard axes first, hard columns)
         self.soft_slots = []  # (slot, position in soft)

@@ -101,8 +101,8 @@ def check_structure(states, parents):
         raise ModelError("states must be a non-empty dict {variable: [state names]}")
     checked = {}
     for v, names in states.items():
-        if not isinstance(v, str) or not v or "." in v:
-            raise ModelError(f"variable names must be non-empty strings without '.', got {v!r}")
+        if not isinstance(v, str) or not v or "." in v or not v.isprintable():
+            raise ModelError(f"variable names must be non-empty printable strings without '.', got {v!r}")
         if isinstance(names, str) or not hasattr(names, "__iter__"):
             raise ModelError(f"variable {v!r}: states must be a list of names, got {names!r}")
         names = [str(s) for s in names]
@@ -110,6 +110,8 @@ def check_structure(states, parents):
             raise ModelError(f"variable {v!r} has no states")
         seen = set()
         for s in names:
+            if not s or not s.isprintable():
+                raise ModelError(f"variable {v!r}: state names must be non-empty printable text, got {s!r}")
             if s in seen:
                 raise ModelError(f"variable {v!r} has the duplicate state {s!r}")
             seen.add(s)

@@ -17,6 +17,7 @@ import torch
 from torch.distributions import constraints
 
 from ... import registry
+from ...data import check_second_moments
 from ...errors import ModelError
 from . import algorithms
 from .base import HiddenMarkovModel, positive_number
@@ -127,6 +128,9 @@ class GaussianHMM(HiddenMarkovModel):
         self.register_buffer("loc_scale", torch.tensor(positive_number("loc_scale", loc_scale)))
         self.register_buffer("precision_df", torch.tensor(precision_df))
         self.register_buffer("precision_rate", torch.tensor(positive_number("precision_rate", precision_rate)))
+
+    def _check_values(self, values, mask, name):
+        check_second_moments(values[mask], name)
 
     def get_config(self):
         return {**self._base_config(), "dim": self.dim, "covariance": self.covariance,

@@ -26,10 +26,14 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ...data import as_tensor
-from ...errors import ModelError
+from ...data import as_tensor, check_second_moments
+from ...errors import DataError, ModelError
 from ...model import GenerativeModel
 from .. import transforms  # noqa: F401  (registers biject_to(positive_definite))
+
+#: The least (expected count + prior degrees of freedom) an M-step divides by: a component
+#: with no data at the boundary prior would otherwise get an infinite covariance.
+EMPTY_COUNT = 1e-3
 
 
 class GaussianMixture(GenerativeModel):
@@ -91,7 +95,8 @@ class GaussianMixture(GenerativeModel):
         return ("weights", "locs", "precision")
 
     def check_data(self, data, name="data"):
-        return as_tensor(data, name, dtype=self.dtype, device=self.device, ndim=2, dim=self.dim)
+        return check_second_moments(as_tensor(data, name, dtype=self.dtype, device=self.device, ndim=2,
+                                              dim=self.dim), name)
 
     # ------------------------------------------------------------ priors
     def _priors(self, validate=None):
@@ -183,14 +188,26 @@ class GaussianMixture(GenerativeModel):
             locs = torch.linalg.solve(system, rhs)
             diff = data.unsqueeze(0) - locs.unsqueeze(1)  # (K,N,D)
             scatter = (resp.T.unsqueeze(-1) * diff).mT @ diff  # (K,D,D)
-            denom = counts + self.precision_df - self.dim - 1
+            # a component left without data (repeated points, underflowed responsibilities)
+            # has no finite mode at the default prior: it keeps a wide, finite covariance
+            denom = (counts + self.precision_df - self.dim - 1).clamp_min(EMPTY_COUNT)
             covariance = (scatter + self.precision_rate * eye) / denom[:, None, None]
-            precision = torch.cholesky_inverse(torch.linalg.cholesky(covariance))
+            factor, info = torch.linalg.cholesky_ex(covariance)
+            if bool((info > 0).any()):
+                k = int((info > 0).nonzero()[0])
+                scale = float(data.abs().max())
+                raise ModelError(
+                    f"the MAP covariance of component {k} is not positive definite in "
+                    f"{str(data.dtype).replace('torch.', '')}: data of scale {scale:.3g} against the prior "
+                    f"(loc_scale={float(self.loc_scale):g}, precision_rate={float(self.precision_rate):g}); "
+                    "standardise the data, or set loc_scale and precision_rate to the data's scale")
+            precision = torch.cholesky_inverse(factor)
         else:
             locs = ((self._precision * weighted_sum + prior_precision * self.loc_mean)
                     / (counts[:, None] * self._precision + prior_precision))
             scatter = torch.einsum("kn,knd->kd", resp.T, (data.unsqueeze(0) - locs.unsqueeze(1)) ** 2)
-            precision = ((counts + self.precision_df - 2)[:, None] / (scatter + self.precision_rate))
+            precision = ((counts + self.precision_df - 2).clamp_min(EMPTY_COUNT)[:, None]
+                         / (scatter + self.precision_rate))
         return {"weights": weights, "locs": locs, "precision": 0.5 * (precision + precision.mT)
                 if self.covariance == "full" else precision}
 
@@ -198,12 +215,18 @@ class GaussianMixture(GenerativeModel):
         """Greedy k-means++ seeding (2 + log K candidates per centre, the best kept)
         and Lloyd's iterations to convergence; returns hard responsibilities."""
         N, K = data.shape[0], self.n_components
+        if K > N:
+            raise DataError(f"n_components={K} is more than the {N} data points; use at most {N} components")
+        # one global scale (the choices do not change) keeps squared distances of huge data finite
+        data = data / data.abs().max().clamp_min(torch.finfo(data.dtype).tiny)
         candidates = 2 + int(math.log(K))
         first = torch.randint(N, (1,), generator=generator).to(data.device)
         centers = data[first]
         closest = torch.cdist(data, centers).pow(2).min(-1).values
         for _ in range(1, K):
-            probs = (closest / closest.sum()).cpu()
+            total = closest.sum()
+            # every point sits on a centre already (repeated points): any point will do
+            probs = (closest / total if total > 0 else torch.ones_like(closest)).cpu()
             picks = torch.multinomial(probs, candidates, replacement=True, generator=generator)
             dist_to_picks = torch.cdist(data, data[picks.to(data.device)]).pow(2)  # (N, C)
             potentials = torch.minimum(closest.unsqueeze(-1), dist_to_picks).sum(0)
