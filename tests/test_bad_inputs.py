@@ -108,3 +108,5 @@ def test_bad_inputs_give_ppgen_errors_or_finite_results(name, damage, seed):
         return
     assert all(_finite(v) for v in fit.params.values()), (name, damage)
     assert all(math.isfinite(loss) for loss in fit.losses), (name, damage)
+    if cls.log_prob_kind != "none":  # the fitted model scores the data it accepted: no NaN
+        assert not bool(torch.isnan(model.log_prob(bad)).any()), (name, damage)

@@ -254,3 +254,13 @@ def test_sequence_family_errors_and_groups(capsys, tmp_path):
                          "--method", "map", "--param", "n_states=2", "--out", str(tmp_path / "c"), "--no-progress")
     assert code == 0, err
     assert "3 sequences, one per value of 'run'" in out and "'t' read as the time index" in out
+
+
+def test_summary_of_a_fit_without_draws_says_so():
+    from ppgen.inference import SVI
+    from ppgen.models import RealNVP
+
+    model, data = RealNVP.example(seed=0)
+    fit = ppgen.fit(model, data, SVI(num_steps=2), progress=False)
+    with pytest.raises(ppgen.MethodError, match="RealNVP fitted by svi has no posterior draws to summarise"):
+        fit.summary()

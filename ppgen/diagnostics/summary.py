@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from ..errors import ModelError
+from ..errors import MethodError, ModelError
 from . import arviz_io
 from .convert import fit_name, to_arviz
 
@@ -25,6 +25,11 @@ def summary(fit, **kwargs):
     """
     import arviz as az
 
+    if not fit.posterior:
+        model = type(fit.program.generative).__name__ if fit.program.generative is not None else "the program"
+        raise MethodError(f"summary: {model} fitted by {fit.method.name} has no posterior draws to summarise "
+                          "(its fit is a point estimate of its weights); see fit.losses, fit.params and "
+                          "model.log_prob")
     with without_numba():
         return az.summary(to_arviz(fit, posterior_predictive=False, log_likelihood=False), **kwargs)
 

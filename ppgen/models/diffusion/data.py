@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ...data import as_tensor
+from ...data import as_tensor, check_second_moments
 from ...errors import DataError
 
 
@@ -28,6 +28,7 @@ class DiffusionData:
         x = as_tensor(data, name, dtype=self.dtype, device=self.device)
         if not x.is_floating_point():
             x = x.to(self.dtype)
+        check_second_moments(x, name)  # the noise-prediction loss squares the data
         if x.dim() == 1 and self.event_shape == (1,):
             x = x[:, None]
         if self.is_image and x.dim() == 2 and x.shape[1] == self.data_dim:

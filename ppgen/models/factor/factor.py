@@ -24,7 +24,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ...data import as_tensor
+from ...data import as_tensor, check_second_moments
 from ...errors import ModelError
 from ...model import GenerativeModel
 
@@ -95,7 +95,8 @@ class _LinearGaussian(GenerativeModel):
 
     def check_data(self, data, name="data"):
         """Return ``data`` as an ``(N, D)`` tensor; sets ``dim`` on first use."""
-        data = as_tensor(data, name, dtype=self.dtype, device=self.device, ndim=2, dim=self.dim)
+        data = check_second_moments(as_tensor(data, name, dtype=self.dtype, device=self.device, ndim=2,
+                                              dim=self.dim), name)
         self._ensure_dim(data.shape[-1])
         return data
 
