@@ -3,10 +3,6 @@ the loop calls the program's generator, packing, exact resume, clear errors,
 and a small GAN that learns."""
 
 import math
-import signal
-import subprocess
-import sys
-import time
 
 import pyro
 import pyro.poutine as poutine
@@ -20,6 +16,8 @@ from ppgen.diagnostics import energy_distance, mode_coverage
 from ppgen.inference import Adversarial
 from ppgen.inference.adversarial import discriminator_loss, generator_loss, gradient_penalty
 from ppgen.models import GAN
+
+from .interrupted import stop_after_checkpoint
 
 SMALL = dict(data_dim=2, generator_hidden=(16, 16), discriminator_hidden=(16,), maxout_pieces=2)
 
@@ -209,17 +207,9 @@ ppgen.fit(gan, data, Adversarial(num_steps=10**7, batch_size=8, checkpoint=sys.a
 @pytest.mark.parametrize("how", ["interrupt", "kill"])
 def test_ctrl_c_or_kill_leaves_a_checkpoint_that_resumes_exactly(tmp_path, how):
     path = tmp_path / "run.ckpt"
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(path)], stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not path.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "no checkpoint written"
-        time.sleep(0.05)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGINT if how == "interrupt" else signal.SIGKILL)
-    proc.wait(timeout=60)
+    stderr = stop_after_checkpoint(SCRIPT, path, how, settle=0.2)
     if how == "interrupt":
-        assert b"KeyboardInterrupt" in proc.stderr.read()
+        assert b"KeyboardInterrupt" in stderr
     steps = torch.load(path, weights_only=True)["state"]["step"] + 10
     data = ppgen.datasets.ring(500, generator=torch.Generator().manual_seed(0))
     net = dict(data_dim=2, generator_hidden=(16, 16), discriminator_hidden=(16,), maxout_pieces=2, pack=2)

@@ -1,9 +1,5 @@
 """SVI checkpoints: a killed or interrupted run resumes to the same result."""
 
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -11,6 +7,8 @@ import torch
 import ppgen
 from ppgen.inference import SVI
 from ppgen.models import ConjugateNormal
+
+from .interrupted import stop_after_checkpoint
 
 SCRIPT = """
 import sys, torch, ppgen
@@ -27,23 +25,10 @@ def _method(path, steps):
     return SVI(num_steps=steps, lr=0.01, checkpoint=str(path), checkpoint_every=25)
 
 
-def _start(path):
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(path)], stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not path.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "no checkpoint written"
-        time.sleep(0.05)
-    time.sleep(0.5)
-    return proc
-
-
 @pytest.mark.parametrize("how", ["kill", "interrupt"])
 def test_resume_after_interruption_matches_uninterrupted_run(float64, tmp_path, how):
     path = tmp_path / "run.pt"
-    proc = _start(path)
-    proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGINT)
-    proc.wait(timeout=60)
+    stop_after_checkpoint(SCRIPT, path, how, settle=0.5)
     step = torch.load(path, weights_only=True)["state"]["step"]
     assert step > 0
     if how == "interrupt":
@@ -123,15 +108,7 @@ def test_gradient_map_resumes_after_kill_or_ctrl_c(tmp_path, how):
     from ppgen.models import GaussianMixture
 
     path = tmp_path / "map.pt"
-    proc = subprocess.Popen([sys.executable, "-c", MAP_SCRIPT, str(path)], stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not path.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "no checkpoint written"
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGINT)
-    proc.wait(timeout=60)
+    stop_after_checkpoint(MAP_SCRIPT, path, how)
     total = torch.load(path, weights_only=True)["state"]["step"] + 30
 
     def run(checkpoint):

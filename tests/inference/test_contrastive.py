@@ -1,10 +1,6 @@
 """ContrastiveDivergence through ppgen.fit: it raises the exact likelihood, is
 reproducible, and an interrupted run resumes to the uninterrupted result."""
 
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -12,6 +8,8 @@ import torch
 import ppgen
 from ppgen.inference import ContrastiveDivergence
 from ppgen.models import BernoulliRBM, GaussianBernoulliRBM
+
+from .interrupted import stop_after_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -124,15 +122,7 @@ def test_resume_after_killed_or_interrupted_process(tmp_path, how):
     """A process killed (last periodic checkpoint) or interrupted mid-epoch (checkpoint on
     Ctrl-C) resumes to exactly the parameters of an uninterrupted run."""
     path = tmp_path / "run.pt"
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(path)], stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not path.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline, "no checkpoint written"
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGINT)
-    proc.wait(timeout=60)
+    stop_after_checkpoint(SCRIPT, path, how)
     saved = torch.load(path, weights_only=True)["state"]
     assert saved["update"] > 0
     epochs = saved["epoch"] + 2
