@@ -229,3 +229,13 @@ def test_no_absolute_paths_of_a_development_machine():
                     if "shared" in match.group(1) or "data" in match.group(1):
                         found.append(f"{path.relative_to(ROOT.parent)}:{number}: {match.group(1)}")
     assert not found, found
+
+
+def test_import_ppgen_leaves_heavy_libraries_for_later():
+    """``import ppgen`` costs little beyond torch and pyro: pandas, ArviZ, matplotlib and the
+    FX tracing machinery load when first used (each is tenths of a second to import)."""
+    code = ("import sys, ppgen; print(' '.join(m for m in ('pandas', 'arviz', 'matplotlib', "
+            "'torch.fx.passes.fake_tensor_prop') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "", run.stdout

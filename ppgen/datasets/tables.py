@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pandas as pd
 
 from ..errors import DataError, DatasetError
 
@@ -33,6 +32,7 @@ def read_csv(path, *, columns=None):
         A kept column holds missing (NaN) or infinite values; the message names
         the column and the first bad row.
     """
+    import pandas as pd
     path = os.fspath(path)
     if os.path.isdir(path):
         raise DatasetError(f"{path}: is a folder, not a CSV file")
@@ -80,6 +80,7 @@ def select_columns(frame, columns, source="data"):
     ``columns`` is a list of names or one comma-separated string (``"a,b"``);
     ``source`` (a path or dataset name) starts the error messages.
     """
+    import pandas as pd
     if isinstance(columns, str):
         columns = [c.strip() for c in columns.split(",") if c.strip()]
     columns = list(columns)

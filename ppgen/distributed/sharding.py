@@ -32,7 +32,6 @@ from __future__ import annotations
 import builtins
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
 
@@ -83,6 +82,7 @@ def _num_rows(table):
 
 
 def _take(table, start, stop):
+    import pandas as pd
     if isinstance(table, dict):
         return {key: _take(value, start, stop) for key, value in table.items()}
     if isinstance(table, (pd.DataFrame, pd.Series)):
@@ -136,6 +136,7 @@ def _pad(parts, value):
 
 def _concat(parts, keep_index, pad):
     """Concatenate per-shard results along their first axis, recursing into dicts and tuples."""
+    import pandas as pd
     first = parts[0]
     if isinstance(first, torch.Tensor):
         if any(p.dim() == 0 for p in parts):
@@ -238,6 +239,7 @@ def map_rows(fn, table, *, batch_size=None, pad=None, group=None):
         An empty table, a table without rows, a bad ``batch_size``, or results
         that cannot be concatenated.
     """
+    import pandas as pd
     if not callable(fn):
         raise DataError(f"map_rows: fn must be callable, got {type(fn).__name__}")
     if batch_size is not None and not (isinstance(batch_size, int) and batch_size > 0):

@@ -32,7 +32,6 @@ import logging
 import math
 
 import torch
-from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 log = logging.getLogger("ppgen")
 aten = torch.ops.aten
@@ -58,6 +57,8 @@ def simplify_for_inductor(graph, example):
 
 def _propagate(graph, example):
     """Every node's ``meta["val"]`` (fake tensors), which the passes and Inductor read."""
+    from torch.fx.passes.fake_tensor_prop import FakeTensorProp  # (tenths of a second to import)
+
     with torch._subclasses.fake_tensor.FakeTensorMode(allow_non_fake_inputs=True) as mode:
         FakeTensorProp(graph, mode).propagate(*example)
 

@@ -26,7 +26,6 @@ import math
 import numbers
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ...errors import DataError, ModelError
@@ -281,6 +280,7 @@ class BayesNetIOMixin:
 
     def _encode_column(self, v, column, what):
         """State indices (-1 missing) of one column of names or indices."""
+        import pandas as pd
         card = len(self.states[v])
         series = column if isinstance(column, pd.Series) else pd.Series(column)
         if series.dtype.kind in "iuf" and not isinstance(series.dtype, pd.CategoricalDtype):
@@ -349,6 +349,7 @@ class BayesNetIOMixin:
 
     def _encode(self, data, what="data"):
         """``(codes LongTensor (R, V), index or None)`` for data in any accepted form."""
+        import pandas as pd
         index = None
         if isinstance(data, pd.Series):
             data = data.to_frame().T if data.index.isin(self.variables).all() else data.to_frame()
@@ -421,6 +422,7 @@ class BayesNetIOMixin:
     def to_frame(self, data):
         """State indices ``(N, V)`` (``-1`` missing) as a DataFrame of categorical
         columns of state names (categories in state order, NaN where missing)."""
+        import pandas as pd
         codes = self.check_data(data).cpu().numpy()
         return pd.DataFrame({v: pd.Categorical.from_codes(codes[:, j], categories=self.states[v])
                              for j, v in enumerate(self.variables)})

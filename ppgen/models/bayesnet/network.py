@@ -73,7 +73,6 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pandas as pd
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
@@ -150,6 +149,7 @@ class BayesianNetwork(BayesNetIOMixin, BayesNetQueryMixin, BayesNetLearningMixin
                  cpts: Mapping[str, Any] | None = None, *, prior_concentration: float = 1.0, name: str = "network",
                  atol: float = 1e-6, max_factor_size: int = DEFAULT_MAX_FACTOR_SIZE,
                  properties: Mapping[str, Any] | None = None, network_properties: Any = None) -> None:
+        import pandas as pd
         super().__init__()
         self.states, self.parents = check_structure(states, parents or {})
         self.variables = list(self.states)
@@ -233,6 +233,7 @@ class BayesianNetwork(BayesNetIOMixin, BayesNetQueryMixin, BayesNetLearningMixin
     def cpt(self, variable):
         """``variable``'s CPT as a DataFrame: one row per parent configuration
         (a MultiIndex of parent states), one column per state."""
+        import pandas as pd
         v = self._name(variable, "cpt")
         table = self._named_tables()[v].detach().cpu().double().numpy()
         parents = self.parents[v]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ...errors import DataError, ModelError
@@ -90,6 +89,7 @@ class BayesNetQueryMixin:
         DataError
             Unknown states in the evidence.
         """
+        import pandas as pd
         names, ids = self._query_ids(variables, "query")
         single, codes, index = self._evidence(evidence)
         if single:
@@ -148,6 +148,7 @@ class BayesNetQueryMixin:
         variable, the observed ones keeping their evidence, so the rows are
         completed; rows whose evidence is impossible are NaN).
         """
+        import pandas as pd
         single, codes, index = self._evidence(evidence)
         tables = self._tables()
         num = len(self.variables)
