@@ -98,8 +98,8 @@ def test_bad_inputs_give_ppgen_errors_or_finite_results(name, damage, seed):
         else:
             # a NaN/inf datum has no density: it must have been refused; an impossible datum
             # may score -inf (its density is zero), never NaN
-            assert damage not in ("nan", "inf") or not (bad is not None and _tensor(bad) is not None
-                                                         and bad.is_floating_point()), (name, damage)
+            holds_nonfinite = damage in ("nan", "inf") and torch.is_tensor(bad) and bad.is_floating_point()
+            assert not holds_nonfinite, (name, damage)
             assert torch.is_tensor(value) and not bool(torch.isnan(value).any()), (name, damage, value)
     method = ONE_STEP[cls.methods[0]]
     try:

@@ -53,11 +53,11 @@ def gauss_mix(y):
         pyro.sample("y", dist.MixtureSameFamily(weights, dist.Normal(mu, sigma)), obs=y)
 
 
-def _schools():
+def schools_data():
     return {"J": 8, "sigma": torch.tensor(SIGMA), "y": torch.tensor(Y)}
 
 
-def _logistic():
+def logistic_data():
     X = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
     return {"X": X, "y": (X[:, 0] > 0).to(X.dtype)}
 
@@ -70,8 +70,8 @@ def _mixture():
 # record: "auto" must fall back to the vectorised eager potential there. Bernoulli's and
 # MixtureSameFamily's shape checks read Python values from shapes only: traced.
 @pytest.mark.parametrize("model,data,modes", [
-    (eight_schools, _schools, ("jit", "vectorized", "auto")),
-    (logistic, _logistic, ("jit", "auto")),
+    (eight_schools, schools_data, ("jit", "vectorized", "auto")),
+    (logistic, logistic_data, ("jit", "auto")),
     (gauss_mix, _mixture, ("jit", "auto")),
     (simplex_model, lambda: {"counts": torch.tensor([3.0, 5.0, 1.0])}, ("vectorized", "auto"))])
 @pytest.mark.parametrize("chains", [1, 3])
@@ -94,7 +94,7 @@ def test_potential_equals_pyros_bit_for_bit(float64, model, data, modes, chains)
 
 
 @pytest.mark.slow  # TorchInductor compiles for seconds (less with its on-disk cache)
-@pytest.mark.parametrize("model,data", [(eight_schools, _schools), (gauss_mix, _mixture)])
+@pytest.mark.parametrize("model,data", [(eight_schools, schools_data), (gauss_mix, _mixture)])
 def test_inductor_potential_and_leaf_agree_with_pyros(float64, model, data):
     """The compiled (TorchInductor) potential against Pyro's own, and its fused leapfrog leaf
     against the same step done with Pyro's potential: equal to 1e-12 relative in float64
@@ -122,7 +122,7 @@ def test_probes_refuse_a_graph_wrong_away_from_the_start(float64, caplog):
     condition is right at the start and wrong beyond it: the probes must see that."""
     from ppgen.inference.mcmc.potential import _verify
 
-    potential = Potential(Program.build(eight_schools, _schools()), 1, mode="vectorized")
+    potential = Potential(Program.build(eight_schools, schools_data()), 1, mode="vectorized")
     start = potential.initial.clone()
 
     def exact(u):
@@ -265,8 +265,8 @@ def test_engines_agree_on_eight_schools():
     """ppgen's engine and Pyro's NUTS sample the same posterior: posterior means of mu and tau
     agree within 4.5 combined Monte Carlo standard errors."""
     method = dict(num_samples=500, warmup=300, chains=2)
-    fast = ppgen.fit(eight_schools, _schools(), NUTS(**method), progress=False, seed=0)
-    slow = ppgen.fit(eight_schools, _schools(), NUTS(engine="pyro", **method), progress=False, seed=0)
+    fast = ppgen.fit(eight_schools, schools_data(), NUTS(**method), progress=False, seed=0)
+    slow = ppgen.fit(eight_schools, schools_data(), NUTS(engine="pyro", **method), progress=False, seed=0)
     for name in ("mu", "tau"):
         a, b = fast.posterior[name].numpy(), slow.posterior[name].numpy()
         se = math.hypot(float(az.mcse(a, method="mean")), float(az.mcse(b, method="mean")))
@@ -274,7 +274,7 @@ def test_engines_agree_on_eight_schools():
 
 
 def test_chains_are_vectorized_and_reported(float64):
-    fit = ppgen.fit(eight_schools, _schools(), NUTS(num_samples=50, warmup=50, chains=5),
+    fit = ppgen.fit(eight_schools, schools_data(), NUTS(num_samples=50, warmup=50, chains=5),
                     progress=False, seed=2)
     assert fit.posterior["theta_tilde"].shape == (5, 50, 8)
     idata = fit.to_arviz()
@@ -288,8 +288,8 @@ def test_chains_are_vectorized_and_reported(float64):
 @pytest.mark.parametrize("chains", [1, 2])
 def test_same_seed_same_draws(chains):
     method = NUTS(num_samples=30, warmup=30, chains=chains)
-    a = ppgen.fit(eight_schools, _schools(), method, progress=False, seed=4)
-    b = ppgen.fit(eight_schools, _schools(), method, progress=False, seed=4)
+    a = ppgen.fit(eight_schools, schools_data(), method, progress=False, seed=4)
+    b = ppgen.fit(eight_schools, schools_data(), method, progress=False, seed=4)
     assert torch.equal(a.posterior["mu"], b.posterior["mu"])
 
 

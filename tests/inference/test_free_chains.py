@@ -19,7 +19,7 @@ from ppgen.inference.mcmc.nuts import Sampler
 from ppgen.inference.mcmc.potential import Potential
 from ppgen.inference.program import Program
 
-from .test_fast_nuts import _schools, eight_schools
+from .test_fast_nuts import eight_schools, schools_data
 
 
 def test_concat_and_stack_equal_torchs():
@@ -91,7 +91,7 @@ def test_plan_lists_the_slow_windows():
 
 @pytest.mark.slow  # TorchInductor compiles for seconds
 def test_compiled_free_step_matches_eager(float64):
-    potential = Potential(Program.build(eight_schools, _schools()), 3, mode="compiled")
+    potential = Potential(Program.build(eight_schools, schools_data()), 3, mode="compiled")
     kernel = fc.compile_free_step(potential, 6)
     assert kernel is not None and kernel.lean
     for seed in (7, 8, 9):

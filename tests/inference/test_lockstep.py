@@ -13,7 +13,7 @@ from ppgen.inference.mcmc.potential import Potential
 from ppgen.inference.mcmc.termination import level_masks
 from ppgen.inference.program import Program
 
-from .test_fast_nuts import _schools, eight_schools
+from .test_fast_nuts import eight_schools, schools_data
 
 
 def _transitions(potential, kernel, steps=25, chains=3):
@@ -42,7 +42,7 @@ def test_level_masks_follow_the_binary_blocks():
 
 @pytest.mark.slow  # TorchInductor compiles for seconds
 def test_compiled_lockstep_kernel_matches_eager(float64):
-    potential = Potential(Program.build(eight_schools, _schools()), 3, mode="compiled")
+    potential = Potential(Program.build(eight_schools, schools_data()), 3, mode="compiled")
     kernel = compile_lockstep(potential, 7)
     assert kernel is not None and kernel.lean
     plain, graph = _transitions(potential, None, steps=10), _transitions(potential, kernel, steps=10)

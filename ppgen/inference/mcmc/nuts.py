@@ -32,7 +32,7 @@ import torch
 from .integrator import State, leaf
 from .metric import Metric
 from .proposal import acceptance, biased, energy_error, log_add_exp, progressive
-from .randomness import GeneratorDraws
+from .randomness import FIRST_DRAW_DEPTH, GeneratorDraws
 from .termination import MAX_DELTA_H, closing_levels, level_masks, opening_levels, turned
 
 __all__ = ["Metric", "Sampler", "State"]
@@ -248,7 +248,7 @@ class Sampler:
         leaf = self.fused_leaf if self.fused_leaf is not None and not metric.dense else \
             (lambda *args: self.leaf(*args[:-1], metric))
         # one draw of this transition's uniforms: directions, merge coins, in-subtree choices
-        uniforms = torch.rand(2 * self.max_tree_depth + 2 ** min(self.max_tree_depth, 6) - 1,
+        uniforms = torch.rand(2 * self.max_tree_depth + 2 ** min(self.max_tree_depth, FIRST_DRAW_DEPTH) - 1,
                               generator=self.generator, dtype=torch.float64).tolist()
         coins, spare = uniforms[:2 * self.max_tree_depth], uniforms[2 * self.max_tree_depth:]
         zero, zero_host = torch.zeros_like(r), np.zeros_like(r_host)
