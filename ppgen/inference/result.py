@@ -43,7 +43,7 @@ class Fit:
     timings : dict of seconds
     seed : int
     extras : dict of what the method adds: ``val_losses`` and ``guide`` (SVI, MAP),
-        ``log_evidence``, ``marginals`` and ``map_assignment`` (Exact),
+        ``log_evidence``, ``marginals`` and ``map_assignment`` (Exact), ``path`` (NUTS, HMC),
         ``discriminator_losses`` (Adversarial)
     """
 
@@ -63,6 +63,14 @@ class Fit:
     def val_losses(self) -> list:
         """Held-out losses ``[(step, loss)]`` (SVI/MAP with ``validation``)."""
         return list(self.extras.get("val_losses", []))
+
+    @property
+    def path(self) -> dict:
+        """Which path ppgen's NUTS/HMC engine took: ``{"potential": "compiled" | "jit" |
+        "vectorized" | "loop", "reason": why a faster potential was refused, "transitions":
+        "c++" | "free-running" | "compiled lockstep" | "reference", "chains": "vectorized" |
+        "parallel" | "sequential"}``; ``{}`` for other methods."""
+        return dict(self.extras.get("path") or {})
 
     @property
     def guide(self) -> Any:

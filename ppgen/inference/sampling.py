@@ -78,13 +78,13 @@ class NUTS(Method):
                               "run one chain at a time")
 
     def run(self, program: Program, context: RunContext) -> Fit:
-        posterior, stats, timings = run_chains(program, self, seed=context.seed, progress=context.progress,
-                                               init_values=start_values(program),
-                                               distributed=context.distributed)
+        posterior, stats, timings, path = run_chains(program, self, seed=context.seed, progress=context.progress,
+                                                     init_values=start_values(program),
+                                                     distributed=context.distributed)
         params = posterior_mean(posterior)
         write_back(program, params)
         return Fit(program=program, method=self, seed=context.seed, posterior=posterior, params=params,
-                   sample_stats=stats, timings=timings)
+                   sample_stats=stats, timings=timings, extras={"path": path})
 
 
 @dataclass(frozen=True)

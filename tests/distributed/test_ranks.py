@@ -108,8 +108,8 @@ def _check_mcmc(rank, out):
     # engine="pyro" always seeds chain c with 7 + c, so its draws are the single-process ones.
     for short, per_chain in ((NUTS(num_samples=20, warmup=20, chains=2), True),
                              (NUTS(num_samples=10, warmup=10, chains=2, engine="pyro"), False)):
-        split, _, _ = run_mcmc_over_ranks(program, short, seed=7, progress=False, per_chain=per_chain)
-        alone, _, _ = run_mcmc(program, dataclasses.replace(short, chains=1), seed=7 + rank, progress=False)
+        split, _, _, _ = run_mcmc_over_ranks(program, short, seed=7, progress=False, per_chain=per_chain)
+        alone, _, _, _ = run_mcmc(program, dataclasses.replace(short, chains=1), seed=7 + rank, progress=False)
         assert torch.equal(split["mu"][rank], alone["mu"][0]), short.engine
 
 

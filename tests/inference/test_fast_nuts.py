@@ -9,6 +9,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.infer import config_enumerate
 
 import ppgen
 from ppgen.diagnostics.summary import without_numba
@@ -53,6 +54,25 @@ def gauss_mix(y):
         pyro.sample("y", dist.MixtureSameFamily(weights, dist.Normal(mu, sigma)), obs=y)
 
 
+def unplated_schools(J, sigma, y=None):
+    """Eight schools as Pyro's own example writes it: vector sites, no plate."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    theta = pyro.sample("theta", dist.Normal(mu * torch.ones(J), tau))
+    pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+
+
+@config_enumerate
+def enumerated_mixture(y):
+    """A mixture as Pyro's GMM tutorial writes it: enumerated assignments, ``locs[z]``."""
+    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+    locs = pyro.sample("locs", dist.Normal(0.0, 3.0).expand([2]).to_event(1))
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("data", y.shape[0]):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("y", dist.Normal(locs[z], scale), obs=y)
+
+
 def schools_data():
     return {"J": 8, "sigma": torch.tensor(SIGMA), "y": torch.tensor(Y)}
 
@@ -66,14 +86,15 @@ def _mixture():
     return {"y": torch.cat([torch.randn(20, generator=torch.Generator().manual_seed(0)) - 2, torch.ones(10)])}
 
 
-# Multinomial.log_prob indexes with a data-dependent mask, which a single trace cannot
-# record: "auto" must fall back to the vectorised eager potential there. Bernoulli's and
-# MixtureSameFamily's shape checks read Python values from shapes only: traced.
+# The simplex model reads a Python value from its data (``int(counts.sum())``): recorded as
+# a constant. Bernoulli's and MixtureSameFamily's shape checks read shapes only.
 @pytest.mark.parametrize("model,data,modes", [
     (eight_schools, schools_data, ("jit", "vectorized", "auto")),
+    (unplated_schools, schools_data, ("jit", "vectorized", "auto")),
+    (enumerated_mixture, _mixture, ("jit", "vectorized", "auto")),
     (logistic, logistic_data, ("jit", "auto")),
     (gauss_mix, _mixture, ("jit", "auto")),
-    (simplex_model, lambda: {"counts": torch.tensor([3.0, 5.0, 1.0])}, ("vectorized", "auto"))])
+    (simplex_model, lambda: {"counts": torch.tensor([3.0, 5.0, 1.0])}, ("jit", "vectorized", "auto"))])
 @pytest.mark.parametrize("chains", [1, 3])
 def test_potential_equals_pyros_bit_for_bit(float64, model, data, modes, chains):
     program = Program.build(model, data())
@@ -125,12 +146,7 @@ def test_probes_refuse_a_graph_wrong_away_from_the_start(float64, caplog):
     potential = Potential(Program.build(eight_schools, schools_data()), 1, mode="vectorized")
     start = potential.initial.clone()
 
-    def exact(u):
-        u = u.detach().requires_grad_(True)
-        with torch.enable_grad():
-            value = potential._vectorized(u)
-            (grad,) = torch.autograd.grad(value.sum(), u)
-        return value.detach(), grad
+    exact = potential._log_joint_and_grad
 
     def frozen_branch(u):  # e.g. `scale = 1.0 if tau < t0 else 1.01` traced at the start
         value, grad = exact(u)
@@ -142,6 +158,20 @@ def test_probes_refuse_a_graph_wrong_away_from_the_start(float64, caplog):
     assert _verify(potential, exact, potential._leaf_eager, args) == ""
     why = _verify(potential, frozen_branch, potential._leaf_eager, args)
     assert "control flow" in why and "probe" in why
+
+
+def branching(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    scale = 1.0 if float(mu) < 0.5 else 2.0  # a Python branch on a latent's value
+    pyro.sample("y", dist.Normal(mu, scale), obs=y)
+
+
+def test_a_branch_on_a_latent_is_not_recorded(float64):
+    """Reading a latent as a Python value records the branch taken at the start: the probes
+    see the graph go wrong across the branch, and Pyro's own potential is used instead."""
+    pyro.set_rng_seed(0)
+    potential = Potential(Program.build(branching, {"y": torch.tensor([0.1, 0.3])}), 2)
+    assert potential.mode == "loop" and "control flow" in potential.reason
 
 
 def test_improper_uniform_programs_fit_with_nuts_and_svi(float64):
@@ -235,7 +265,8 @@ def test_enumerated_discrete_sites_are_summed_out_exactly(float64, caplog):
     with caplog.at_level(logging.INFO, logger="ppgen"):
         fit = ppgen.fit(model, {"y": torch.tensor(y)}, NUTS(num_samples=500, warmup=200, chains=2),
                         progress=False, seed=0)
-    assert "loop" in caplog.text and "enumeration" in caplog.text
+    # Pyro's enumerated potential recorded once, both chains batched through it
+    assert fit.path == {"potential": "jit", "reason": "", "transitions": "reference", "chains": "vectorized"}
     # Component z: x | y, z ~ N((y - 2z) / 2, 1/2), weight 0.3^z 0.7^(1-z) N(y; 2z, 2).
     weights = np.array([0.7 * math.exp(-(y ** 2) / 4), 0.3 * math.exp(-((y - 2) ** 2) / 4)])
     weights /= weights.sum()

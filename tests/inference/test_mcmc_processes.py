@@ -39,11 +39,29 @@ def _fit(model, seed=0, **method):
     return ppgen.fit(model, {"y": DATA}, NUTS(**settings), seed=seed, progress=False)
 
 
+def branching(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    scale = 1.0 if mu > 0 else 1.5  # a Python branch on a latent: Pyro's potential, chain by chain
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, scale), obs=y)
+
+
+def test_chains_of_an_unrecordable_potential_run_apart():
+    """``chain_method="auto"``: chains whose potential is Pyro's own, chain by chain, are not
+    batched (each would wait for the deepest tree) but run apart, with the reason kept."""
+    fit = _fit(branching, seed=1)
+    assert fit.path["potential"] == "loop" and "control flow" in fit.path["reason"]
+    assert fit.path["chains"] == ("parallel" if (os.cpu_count() or 1) > 1 else "sequential")
+    for c in range(2):
+        alone = _fit(branching, seed=1 + c, chains=1)
+        assert torch.equal(fit.posterior["mu"][c], alone.posterior["mu"][0])
+
+
 def test_auto_resolves_by_whether_chains_vectorise():
     many_cores = (os.cpu_count() or 1) > 1
     enumerated = Program.build(mixture, {"y": DATA})
     continuous = Program.build(normal_mean, {"y": DATA})
-    assert chain_method(enumerated, NUTS(chains=2)) == ("parallel" if many_cores else "sequential")
+    assert chain_method(enumerated, NUTS(chains=2)) == "vectorized"  # its enumeration is recorded
     assert chain_method(continuous, NUTS(chains=2, potential="loop")) == ("parallel" if many_cores else "sequential")
     assert chain_method(enumerated, NUTS(chains=1)) == "vectorized"
     assert chain_method(continuous, NUTS(chains=4)) == "vectorized"

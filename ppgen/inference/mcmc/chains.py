@@ -12,11 +12,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
+from .fallback import ChainsApart
 from .processes import run_chains_alone
 from .ranks import run_mcmc_over_ranks
 from .sample import run_mcmc
+
+log = logging.getLogger("ppgen")
 
 
 def chain_method(program, method):
@@ -25,8 +29,7 @@ def chain_method(program, method):
         return method.chain_method
     if method.engine != "ppgen":
         return "sequential"
-    unvectorised = method.potential == "loop" or program.has_enumeration
-    if method.chains == 1 or not unvectorised:
+    if method.chains == 1 or method.potential != "loop":
         return "vectorized"
     # Lockstep chains over Pyro's potential wait for the deepest tree: slower than the same
     # chains one after another, far slower than worker processes (bench_chain_methods.py).
@@ -35,13 +38,24 @@ def chain_method(program, method):
 
 def run_chains(program, method, *, seed, progress, init_values=None, distributed=False):
     """Run ``method.chains`` chains as :func:`chain_method` says (over the ranks when
-    ``distributed``); return draws ``(chains, draws, ...)``, statistics and timings."""
+    ``distributed``); return draws ``(chains, draws, ...)``, statistics, timings and the path
+    taken (:func:`~.engine.path_of` and ``"chains"``, the chain method)."""
     common = dict(seed=seed, progress=progress, init_values=init_values)
     if distributed:
-        return run_mcmc_over_ranks(program, method, **common)
+        *result, path = run_mcmc_over_ranks(program, method, **common)
+        return (*result, {**path, "chains": "ranks"})
     resolved = chain_method(program, method)
     # ppgen's engine runs one chain alone for "sequential"; Pyro's kernels always do
     alone = resolved == "parallel" or (resolved == "sequential" and method.engine == "ppgen")
     if alone and method.chains > 1:
-        return run_chains_alone(program, method, parallel=resolved == "parallel", **common)
-    return run_mcmc(program, method, **common)
+        *result, path = run_chains_alone(program, method, parallel=resolved == "parallel", **common)
+    else:
+        try:
+            *result, path = run_mcmc(program, method, **common)
+        except ChainsApart as why:
+            resolved = "parallel" if (os.cpu_count() or 1) > 1 else "sequential"
+            log.info("%s: the potential is Pyro's own, chain by chain (%s); running the %d chains %s",
+                     method.name.upper(), why, method.chains, "in worker processes" if resolved == "parallel"
+                     else "one after another")
+            *result, path = run_chains_alone(program, method, parallel=resolved == "parallel", **common)
+    return (*result, {**path, "chains": resolved})

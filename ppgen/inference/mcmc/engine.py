@@ -28,6 +28,7 @@ from ..program import init_to_unconstrained_uniform
 from . import free_running
 from .accelerate import accelerate
 from .adaptation import DualAveraging, Welford, initial_step_size, windows
+from .fallback import ChainsApart
 from .integrator import State
 from .metric import Metric
 from .nuts import Sampler
@@ -39,16 +40,18 @@ log = logging.getLogger("ppgen")
 def run_engine(program, method, *, seed, progress, init_values=None):
     """Run ``method.chains`` chains; return draws, statistics, seconds
     (``{"compile": building the potential and its accelerators, "sampling": the rest,
-    "total": both}``) and ``{"potential": mode, "reason": why a faster mode was refused}``."""
+    "total": both}``) and the path taken (:func:`path_of`)."""
     start = time.perf_counter()
     pyro.set_rng_seed(seed)
     median = init_to_median(fallback=init_to_unconstrained_uniform)  # ImproperUniform: no median
     init = init_to_value(values=init_values, fallback=median) if init_values else median
     run = accelerate(program, method, seed, init)
+    if run.potential.mode == "loop" and method.chains > 1 and method.chain_method == "auto":
+        raise ChainsApart(run.potential.reason)
     built = time.perf_counter()
     draws, sample_stats = _sample(run.potential, method, run.start, run.generator, progress, free=run.free_step,
                                   lockstep=run.lockstep, native=run.native)
-    return _finish(run.potential, method, draws, sample_stats, start, built)
+    return _finish(run, method, draws, sample_stats, start, built)
 
 
 def _sample(potential, method, z, generator, progress, free=None, lockstep=None, native=None):
@@ -122,8 +125,9 @@ def _lockstep(sampler, state, step, metric, method, hmc_steps, bar):
     return draws, sample_stats
 
 
-def _finish(potential, method, draws, sample_stats, start, built):
-    """The constrained draws, the statistics, the timings and the potential's mode."""
+def _finish(run, method, draws, sample_stats, start, built):
+    """The constrained draws, the statistics, the timings and the path taken (:func:`path_of`)."""
+    potential = run.potential
     with torch.no_grad():
         posterior = potential.unflatten(draws)
     sample_stats["n_steps"] = sample_stats["n_steps"].long()
@@ -133,7 +137,15 @@ def _finish(potential, method, draws, sample_stats, start, built):
                     "(raise target_accept or reparameterise)", method.name.upper(), divergences)
     end = time.perf_counter()
     seconds = {"compile": built - start, "sampling": end - built, "total": end - start}
-    return posterior, sample_stats, seconds, {"potential": potential.mode, "reason": potential.reason}
+    return posterior, sample_stats, seconds, path_of(run)
+
+
+def path_of(run):
+    """Which path a run took: ``{"potential": mode, "reason": why a faster mode was refused,
+    "transitions": "c++" | "free-running" | "compiled lockstep" | "reference"}``."""
+    transitions = ("c++" if run.native is not None else "free-running" if run.free_step is not None
+                   else "compiled lockstep" if run.lockstep is not None else "reference")
+    return {"potential": run.potential.mode, "reason": run.potential.reason, "transitions": transitions}
 
 
 def _step_tensor(step, like):

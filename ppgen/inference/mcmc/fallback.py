@@ -18,6 +18,11 @@ class Unsafe(Refused):
     """An accelerator that must not run: its compiled code could come from someone else."""
 
 
+class ChainsApart(Refused):
+    """Several chains whose potential is Pyro's own, chain by chain: batched, every chain would
+    wait for the deepest tree, so with ``chain_method="auto"`` they run apart instead."""
+
+
 def attempt(build: Callable[[], Any], refused: str = "NUTS: an accelerator not used ({})") -> tuple[Any, str]:
     """``(build(), "")``, or ``(None, why)`` where ``build`` raises :class:`Refused` or fails;
     ``refused`` with the reason in place of ``{}`` is logged (the run goes on without that

@@ -53,7 +53,6 @@ import warnings
 from dataclasses import dataclass
 
 import pyro
-import pyro.poutine as poutine
 import torch
 from pyro.infer.mcmc.util import initialize_model
 
@@ -64,7 +63,11 @@ from .integrator import diagonal, leaf
 log = logging.getLogger("ppgen")
 
 MODES = ("compiled", "jit", "vectorized", "loop")
-CHAIN_PLATE = "_ppgen_chains"
+
+#: ``"auto"`` compiles a recorded graph of at most this many operations; a larger one (Pyro's
+#: enumeration of a long ``pyro.markov`` chain, unrolled step by step) runs as recorded: its
+#: TorchScript build takes over a minute at 15,000 operations, TorchInductor's far longer.
+COMPILE_MAX_OPERATIONS = 4000
 
 
 @dataclass
@@ -98,7 +101,7 @@ class Potential:
 
     def __init__(self, program, chains, mode="auto", init_strategy=None, compile_hint=False):
         self.program, self.chains = program, chains
-        self._leaf = None
+        self._leaf, self._batched = None, True
         self.model = program.enumerated_model()
         self.nesting = program.max_plate_nesting
         self._init_kwargs = {} if init_strategy is None else {"init_strategy": init_strategy}
@@ -138,14 +141,10 @@ class Potential:
         try:
             if self.mode == "loop":
                 return self._loop(u)
-            if self.mode in ("jit", "compiled"):
-                log_joint, grad = self._compiled(u.detach())
-                return -log_joint, -grad
-            u = u.detach().requires_grad_(True)
-            with torch.enable_grad():
-                log_joint = self._fn(u)
-                (grad,) = torch.autograd.grad(log_joint.sum(), u)
-            return -log_joint.detach(), -grad
+            evaluate = self._compiled if self.mode in ("jit", "compiled") else self._log_joint_and_grad
+            with torch.no_grad():
+                log_joint, grad = evaluate(u.detach())
+            return -log_joint, -grad
         except (RuntimeError, ValueError):
             # A point where the model cannot be evaluated (a failed Cholesky far out in a
             # tail): infinite energy for that chain, which the sampler treats as divergent.
@@ -156,37 +155,83 @@ class Potential:
         if self.mode == "loop":
             return -self._loop(u, grad=False)[0]
         with torch.no_grad():
-            return self._fn(u)
+            return self._vectorized(u)
 
     def _vectorized(self, u):
-        chains = self.chains  # a Python int: u.shape[0] would be a traced value under jit
-        values, log_dets = {}, []
-        for site in self.sites:
-            piece = u[:, site.start:site.stop].reshape((chains,) + site.unconstrained_shape)
-            value = site.to_constrained(piece)
-            jacobian = site.to_constrained.log_abs_det_jacobian(piece, value)
-            log_dets.append(jacobian.reshape(chains, -1).sum(-1))
-            pad = (1,) * (self.nesting - len(site.batch_shape))
-            values[site.name] = value.reshape((chains,) + pad + site.shape)
-        # Argument checks would turn tensors into Python booleans (and cost time).
-        with pyro.validation_enabled(False), pyro.plate(CHAIN_PLATE, chains, dim=-(self.nesting + 1)):
-            trace = poutine.trace(poutine.condition(self.model, data=values)).get_trace(
-                **self.program.kwargs)
-        total = 0.0
-        for node in trace.nodes.values():
-            if node["type"] != "sample" or type(node["fn"]).__name__ == "_Subsample":
-                continue
-            with pyro.validation_enabled(False):  # a distribution made inside log_prob checks too
-                log_prob = node["fn"].log_prob(node["value"])
-            if node["mask"] is not None:
-                log_prob = log_prob * node["mask"]
-            log_prob = log_prob * node["scale"]
-            total = total + _per_chain(log_prob, chains, self.nesting)
-        # Site densities first, then the Jacobians, as Pyro adds them: the same
-        # rounding, so one chain's potential equals Pyro's bit for bit.
-        for jacobian in log_dets:
-            total = total + jacobian
-        return total
+        """The log joint of every chain, ``(C, D) -> (C,)``."""
+        return self._log_joint_and_grad(u)[0]
+
+    def _log_joint_and_grad(self, u):
+        """The log joint of every chain and its gradient, ``(C, D) -> (C,), (C, D)``: the
+        recorded one-chain graph, batched over several chains by ``torch.func.vmap``."""
+        if self.chains == 1:  # Pyro's operations as they are: one chain's potential bit for bit
+            value, grad = self._one_chain(u[0])
+            return value.unsqueeze(0), grad.unsqueeze(0)
+        if not self._batched:
+            values, grads = zip(*(self._one_chain(u[c]) for c in range(self.chains)))
+            return torch.stack(values), torch.stack(grads)
+        return torch.func.vmap(self._one_chain)(u)
+
+    def _record(self):
+        """Record Pyro's own one-chain potential (enumeration, ``pyro.markov``, masks and
+        scales included) as a graph of tensor operations, ``(D,) -> ()``; ``""`` on
+        success, else why not. The model's handlers run once, here."""
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        if not self.sites:
+            return "no continuous latent sites"
+        sites, potential = self.sites, self._pyro_potential
+
+        def log_joint_and_grad(u):
+            # Autograd as in eager evaluation (not torch.func's transforms, which decompose
+            # some operations): the graph holds the very operations Pyro's potential runs.
+            u = u.detach().requires_grad_(True)
+            with torch.enable_grad():
+                value = -potential({s.name: u[s.start:s.stop].reshape(s.unconstrained_shape) for s in sites})
+                (grad,) = torch.autograd.grad(value, u)
+            return value.detach(), grad
+
+        # Argument checks would read tensors as Python booleans (and cost time).
+        with warnings.catch_warnings(), pyro.validation_enabled(False):
+            warnings.simplefilter("ignore")
+            try:
+                try:
+                    self._one_chain = make_fx(log_joint_and_grad)(self.initial[0])
+                except RuntimeError as exc:
+                    if "_local_scalar_dense" not in str(exc):
+                        raise
+                    # A tensor read as a Python value: from the data (``int(counts.sum())``)
+                    # it is a constant; from a latent, a branch no single recording follows.
+                    self._one_chain = _without_value_reads(make_fx(
+                        log_joint_and_grad, _error_on_data_dependent_ops=False)(self.initial[0]))
+            except Exception as exc:  # recording fails in many ways, all of which mean "don't"
+                return _why_not_recorded(exc)
+            why = self._batches() if self.chains > 1 else ""
+        return why or agrees_with_pyro(self, self._log_joint_and_grad)
+
+    def _batches(self):
+        """Make sure the recorded graph runs over several chains: batched by vmap, or failing
+        that chain by chain (``""``; or why neither works).
+
+        vmap refuses an in-place update of a tensor the model made (``x[0] = mu``) and an
+        update through a boolean mask (``logits[mask] = 0``, as ``Multinomial`` does): the
+        graph is then made functional and such updates become ``where``; only then, since
+        that decomposes some fused operations (a few ulps)."""
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        attempts = [lambda: None, lambda: setattr(self, "_one_chain", _masked_updates_as_where(
+            make_fx(torch.func.functionalize(self._one_chain))(self.initial[0])))]
+        for change in attempts:
+            try:
+                change()
+                with torch.no_grad():
+                    self._vectorized(self.initial)
+                return ""
+            except Exception as exc:  # noqa: BLE001 - vmap refuses in several ways
+                why = f"{type(exc).__name__}: {str(exc)[:120]}"
+        self._batched = False
+        log.info("NUTS potential: chains evaluated one by one through the recorded graph (vmap: %s)", why)
+        return ""
 
     def _loop(self, u, grad=True, tolerant=False):
         values, grads = [], []
@@ -223,14 +268,17 @@ class Potential:
             raise ValueError(f"mode={mode!r}: choose 'auto' or one of {MODES}")
         if mode == "loop":
             return "loop", ""
-        reason = self._cannot_vectorize()
+        reason = self._record()
         if reason:
             if mode != "auto":
                 raise ValueError(f"potential mode {mode!r} does not apply: {reason}")
             return "loop", reason
-        self._fn = self._vectorized
         if mode == "vectorized":
             return "vectorized", ""
+        size = len(self._one_chain.graph.nodes)
+        if mode == "auto" and size > COMPILE_MAX_OPERATIONS:
+            return "vectorized", (f"a graph of {size} operations (an enumerated chain unrolled): compiling it "
+                                  "would take minutes")
         backends = [mode] if mode != "auto" else (["compiled", "jit"] if compile_hint else ["jit"])
         reasons = []
         for backend in backends:
@@ -241,31 +289,6 @@ class Potential:
             if mode != "auto":
                 raise ValueError(f"potential mode {mode!r} does not apply: {why}")
         return "vectorized", "; ".join(reasons)
-
-    def _cannot_vectorize(self):
-        if self.program.has_enumeration:
-            return "discrete sites are summed out by Pyro's enumeration, chain by chain"
-        if not self.sites:
-            return "no continuous latent sites"
-        try:
-            with torch.no_grad():
-                batched = self._vectorized(self.initial)
-                single = -self._loop(self.initial, grad=False)[0]
-        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-            return f"the model does not run under an extra plate over chains ({type(exc).__name__}: {exc})"
-        if not torch.allclose(batched, single, rtol=1e-5, atol=1e-5 * (1 + single.abs().max())):
-            return "the model's log density differs under an extra plate over chains (a site ignores plates)"
-        return ""
-
-    def _log_joint_and_grad(self, u):
-        # Autograd as in eager evaluation (not torch.func, whose transforms decompose some
-        # operations): make_fx records the very operations value_and_grad runs, so the
-        # graph's numbers equal Pyro's bit for bit where the compiler keeps them apart.
-        u = u.detach().requires_grad_(True)
-        with torch.enable_grad():
-            log_joint = self._vectorized(u)
-            (grad,) = torch.autograd.grad(log_joint.sum(), u)
-        return log_joint.detach(), grad
 
     def _leaf_eager(self, z, r, grad, rho, step, half_step, inverse):
         """One leapfrog step with a diagonal metric, and what NUTS needs of the new point:
@@ -306,9 +329,7 @@ class Potential:
                 leaf = make_fx(lambda z, r, g, rho, step, half, inverse: self._leaf_eager(
                     z, r, g, rho, step, half, inverse), decomposition_table=decompositions)(*leaf_args)
             except Exception as exc:  # tracing fails in many ways, all of which mean "don't"
-                if "_local_scalar_dense" in str(exc):
-                    return "data-dependent control flow or indexing (a tensor read as a Python value)"
-                return f"tracing failed ({type(exc).__name__}: {str(exc)[:120]})"
+                return _why_not_recorded(exc)
             try:
                 if backend == "jit":
                     with torch.no_grad():
@@ -351,34 +372,13 @@ PROBE_SCALES = (0.1, 1.0, 3.0)
 
 
 def _verify(potential, graph, leaf, leaf_args):
-    """``""`` if the compiled ``graph`` (log joint and gradient) and ``leaf`` agree with eager
-    evaluation of the model at the initial point and at antithetic random probes around it
-    (values and gradients, to a few ulps of the working precision), else why not."""
-    z = potential.initial
-    tol = 1e-10 if z.dtype == torch.float64 else 2e-5
-    noise = torch.randn((len(PROBE_SCALES),) + tuple(z.shape), dtype=z.dtype,
-                        generator=torch.Generator().manual_seed(1)).to(z.device)
-    points = [z] + [z + sign * scale * e for scale, e in zip(PROBE_SCALES, noise) for sign in (1, -1)]
-    for k, point in enumerate(points):
-        point = point.detach().requires_grad_(True)
-        try:
-            with torch.no_grad():
-                got = graph(point.detach())
-            with torch.enable_grad():
-                expected = potential._vectorized(point)
-                (grad,) = torch.autograd.grad(expected.sum(), point)
-        except (RuntimeError, ValueError):
-            if k == 0:
-                raise
-            continue  # the model cannot be evaluated there (a failed Cholesky): no evidence
-        expected = expected.detach()
-        if not torch.isfinite(expected).all() and k:
-            continue  # a probe outside the model's reach (eager fails there too): uninformative
-        if not (close_enough(got[0], expected, tol) and close_enough(got[1], grad, tol)):
-            where = "the initial point" if k == 0 else f"probe {k} (offset scale {PROBE_SCALES[(k - 1) // 2]})"
-            return (f"data-dependent control flow: the traced potential disagrees with the model at {where} "
-                    f"(max |difference| {float((got[0] - expected).abs().max()):.3g} in value, "
-                    f"{float((got[1] - grad).abs().max()):.3g} in gradient)")
+    """``""`` if the compiled ``graph`` (log joint and gradient) agrees with Pyro's own
+    potential (:func:`agrees_with_pyro`) and ``leaf`` with the same step done eagerly,
+    else why not."""
+    why = agrees_with_pyro(potential, graph)
+    if why:
+        return why
+    tol = 1e-10 if potential.initial.dtype == torch.float64 else 2e-5
     with torch.no_grad():  # the fused leaf against the same arithmetic done eagerly
         got = leaf(*leaf_args)
     with torch.enable_grad():
@@ -387,6 +387,79 @@ def _verify(potential, graph, leaf, leaf_args):
         if not close_enough(a, b.detach(), tol):
             return "the compiled leapfrog step disagrees with eager evaluation"
     return ""
+
+
+def agrees_with_pyro(potential, graph):
+    """``""`` if ``graph`` (``(C, D) -> (log joint (C,), gradient (C, D))``) agrees with Pyro's
+    own potential at the initial point and at antithetic random probes around it (values and
+    gradients, to a few ulps of the working precision), else why not."""
+    z = potential.initial
+    tol = 1e-10 if z.dtype == torch.float64 else 2e-5
+    noise = torch.randn((len(PROBE_SCALES),) + tuple(z.shape), dtype=z.dtype,
+                        generator=torch.Generator().manual_seed(1)).to(z.device)
+    points = [z] + [z + sign * scale * e for scale, e in zip(PROBE_SCALES, noise) for sign in (1, -1)]
+    rows = sorted({0, z.shape[0] - 1})  # the graph is one function batched: two rows suffice
+    for k, point in enumerate(points):
+        point = point.detach()
+        try:
+            with torch.no_grad():
+                got = graph(point)
+            potential_value, potential_grad = potential._loop(point[rows])  # Pyro's own, chain by chain
+        except (RuntimeError, ValueError):
+            if k == 0:
+                raise
+            continue  # the model cannot be evaluated there (a failed Cholesky): no evidence
+        expected, grad = -potential_value, -potential_grad
+        if not torch.isfinite(expected).all() and k:
+            continue  # a probe outside the model's reach (eager fails there too): uninformative
+        if not (close_enough(got[0][rows], expected, tol) and close_enough(got[1][rows], grad, tol)):
+            where = "the initial point" if k == 0 else f"probe {k} (offset scale {PROBE_SCALES[(k - 1) // 2]})"
+            return (f"data-dependent control flow: the traced potential disagrees with the model at {where} "
+                    f"(max |difference| {float((got[0][rows] - expected).abs().max()):.3g} in value, "
+                    f"{float((got[1][rows] - grad).abs().max()):.3g} in gradient)")
+    return ""
+
+
+def _masked_updates_as_where(graph):
+    """``graph`` (functional) with every update through a boolean mask of the tensor's own
+    shape, ``index_put(x, [mask], v)``, written as ``where(mask, v, x)``, which vmap batches."""
+    for node in list(graph.graph.nodes):
+        if node.target is not torch.ops.aten.index_put.default or len(node.args) > 3 and node.args[3]:
+            continue
+        x, indices, values = node.args[:3]
+        mask = indices[0] if len(indices) == 1 else None
+        mask_val, x_val = getattr(mask, "meta", {}).get("val"), x.meta.get("val")
+        if mask_val is None or x_val is None or mask_val.dtype != torch.bool or mask_val.shape != x_val.shape:
+            continue
+        with graph.graph.inserting_before(node):
+            node.replace_all_uses_with(graph.graph.call_function(torch.ops.aten.where.self, (mask, values, x)))
+        graph.graph.erase_node(node)
+    graph.recompile()
+    return graph
+
+
+def _without_value_reads(graph):
+    """``graph`` without its reads of tensors as Python values, whose values the recording
+    wrote into the operations that used them (vmap cannot batch such a read): safe where
+    the tensor read comes from the data alone; a read of anything computed from the latents
+    raises (a ``_local_scalar_dense`` error, as strict recording does)."""
+    from_latents = set()
+    for node in graph.graph.nodes:
+        if node.op == "placeholder" or any(arg in from_latents for arg in node.all_input_nodes):
+            from_latents.add(node)
+    for node in list(graph.graph.nodes):
+        if node.target is torch.ops.aten._local_scalar_dense.default:
+            if node in from_latents or node.users:
+                raise RuntimeError("_local_scalar_dense: a value computed from the latents read as a Python value")
+            graph.graph.erase_node(node)
+    graph.recompile()
+    return graph
+
+
+def _why_not_recorded(exc):
+    if "_local_scalar_dense" in str(exc):
+        return "data-dependent control flow or indexing (a tensor read as a Python value)"
+    return f"recording failed ({type(exc).__name__}: {str(exc)[:120]})"
 
 
 def close_enough(a, b, tol):
@@ -409,14 +482,3 @@ def _layout(program, init, transforms, chains):
         for name in list(init):
             init[name] = init[name].unsqueeze(0)
     return sites
-
-
-def _per_chain(log_prob, chains, nesting):
-    """Sum a site's log-density over everything but the chain dimension (sites run
-    inside the chain plate, so their log-densities carry it, of size 1 or ``chains``)."""
-    depth = nesting + 1
-    if log_prob.dim() < depth:
-        return log_prob.sum().expand(chains)
-    chain_dim = log_prob.dim() - depth
-    dims = [d for d in range(log_prob.dim()) if d != chain_dim]
-    return (log_prob.sum(dims) if dims else log_prob).expand(chains)

@@ -40,16 +40,11 @@ log = logging.getLogger("ppgen")
 def run_chains_alone(program, method, *, seed, progress, parallel, init_values=None, processes=None):
     """Run ``method.chains`` one-chain samplers, chain ``c`` with seed ``seed + c``, in
     worker processes (``parallel``, at most ``processes``, default one per core) or one
-    after another; return ``run_mcmc``'s ``(posterior, stats, timings)`` with the chains
-    in order."""
+    after another; return ``run_mcmc``'s ``(posterior, stats, timings, path)`` with the chains
+    in order (the path of the first)."""
     one = dataclasses.replace(method, chains=1, chain_method="vectorized")
     start = time.perf_counter()
     context = _context(program) if parallel and method.chains > 1 else None
-    if method.chain_method == "auto":
-        why = "discrete sites summed out by enumeration" if program.has_enumeration else "potential='loop'"
-        log.info("%s: the potential cannot be vectorised over chains (%s: Pyro's potential, chain by "
-                 "chain, mode 'loop'); running the %d chains %s", method.name.upper(), why, method.chains,
-                 "in worker processes" if context is not None else "one after another")
     if context is None:
         runs = [_timed_run(program, one, seed + c, progress, init_values) for c in range(method.chains)]
     else:
@@ -60,7 +55,8 @@ def run_chains_alone(program, method, *, seed, progress, parallel, init_values=N
     total = time.perf_counter() - start
     # chains overlap in time: the longest build stands for the compile step
     compile_seconds = max(r[2].get("compile", 0.0) for r in runs)
-    return posterior, stats, {"compile": compile_seconds, "sampling": total - compile_seconds, "total": total}
+    timings = {"compile": compile_seconds, "sampling": total - compile_seconds, "total": total}
+    return posterior, stats, timings, runs[0][3]
 
 
 def _timed_run(program, method, seed, progress, init_values):
@@ -84,9 +80,9 @@ def _context(program):
 def _worker(connection, program, method, seed, init_values):
     try:
         torch.set_num_threads(1)  # one core per chain
-        posterior, stats, seconds = _timed_run(program, method, seed, False, init_values)
+        posterior, stats, seconds, path = _timed_run(program, method, seed, False, init_values)
         connection.send(("ok", {k: v.detach().cpu().numpy() for k, v in posterior.items()},
-                         {k: v.detach().cpu().numpy() for k, v in stats.items()}, seconds))
+                         {k: v.detach().cpu().numpy() for k, v in stats.items()}, seconds, path))
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
         try:
             payload = pickle.dumps(exc)
@@ -126,7 +122,7 @@ def _run_in_workers(context, program, method, seed, init_values, chains, workers
                     _raise_from_worker(c, message)
                 posterior = {k: torch.from_numpy(v) for k, v in message[1].items()}
                 stats = {k: torch.from_numpy(v) for k, v in message[2].items()}
-                results[c] = (posterior, stats, message[3])
+                results[c] = (posterior, stats, message[3], message[4])
                 bar.update()
     finally:
         bar.close()

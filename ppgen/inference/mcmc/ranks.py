@@ -34,14 +34,14 @@ from .sample import run_mcmc
 
 
 def _run_share(program, method, start, stop, *, seed, progress, init_values, per_chain):
-    """Chains ``[start, stop)`` on this rank: ``(posterior, stats, timings)``, as ``run_mcmc`` gives."""
+    """Chains ``[start, stop)`` on this rank: ``(posterior, stats, timings, path)``, as ``run_mcmc`` gives."""
     if per_chain and method.engine == "ppgen":
         one = dataclasses.replace(method, chains=1)
         runs = [run_mcmc(program, one, seed=seed + c, progress=progress, init_values=init_values)
                 for c in range(start, stop)]
         posterior = {k: torch.cat([r[0][k] for r in runs]) for k in runs[0][0]}
         stats = {k: torch.cat([r[1][k] for r in runs]) for k in runs[0][1]}
-        return posterior, stats, {k: sum(r[2][k] for r in runs) for k in runs[0][2]}
+        return posterior, stats, {k: sum(r[2][k] for r in runs) for k in runs[0][2]}, runs[0][3]
     share = dataclasses.replace(method, chains=stop - start)
     return run_mcmc(program, share, seed=seed + start, progress=progress, init_values=init_values)
 
@@ -66,6 +66,7 @@ def run_mcmc_over_ranks(program, method, *, seed, progress, init_values=None, pe
     posterior : dict of tensors ``(chains, draws, ...)``, on the local result's device
     stats : dict of ``(chains, draws)`` tensors
     timings : dict, the slowest rank's, as ``run_mcmc`` gives them
+    path : dict, this rank's path (:func:`~.engine.path_of`)
 
     Raises
     ------
@@ -90,10 +91,10 @@ def run_mcmc_over_ranks(program, method, *, seed, progress, init_values=None, pe
     local = {}
 
     def compute():
-        posterior, stats, timings = _run_share(program, method, start, stop, seed=seed,
-                                               progress=progress and rank == 0,
-                                               init_values=init_values, per_chain=per_chain)
-        local.update(posterior=posterior, stats=stats)
+        posterior, stats, timings, path = _run_share(program, method, start, stop, seed=seed,
+                                                     progress=progress and rank == 0,
+                                                     init_values=init_values, per_chain=per_chain)
+        local.update(posterior=posterior, stats=stats, path=path)
         return ({k: v.detach().cpu() for k, v in posterior.items()},
                 {k: v.detach().cpu() for k, v in stats.items()}, {k: float(v) for k, v in timings.items()})
 
@@ -101,4 +102,4 @@ def run_mcmc_over_ranks(program, method, *, seed, progress, init_values=None, pe
     # Every rank returns the whole result, each tensor where the local run left its own.
     posterior = {k: torch.cat([p[0][k] for p in parts]).to(v.device) for k, v in local["posterior"].items()}
     stats = {k: torch.cat([p[1][k] for p in parts]).to(v.device) for k, v in local["stats"].items()}
-    return posterior, stats, max((p[2] for p in parts), key=lambda t: t["total"])
+    return posterior, stats, max((p[2] for p in parts), key=lambda t: t["total"]), local["path"]

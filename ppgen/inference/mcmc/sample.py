@@ -8,14 +8,15 @@ from .pyro_engine import run_pyro_kernels
 
 
 def run_mcmc(program, method, *, seed, progress, init_values=None):
-    """Run ``method.chains`` chains here; return draws ``(chains, draws, ...)``, statistics and
+    """Run ``method.chains`` chains here; return draws ``(chains, draws, ...)``, statistics,
     timings in seconds: ``{"sampling": s, "total": s}``, and with ppgen's engine ``"compile"``,
-    the potential's build (``"sampling"`` is then the rest)."""
+    the potential's build (``"sampling"`` is then the rest), and the path taken
+    (:func:`~.engine.path_of`; Pyro's kernels: ``"pyro"``)."""
     if not program.continuous_sites:
         raise MethodError(f"{method.name.upper()}: the model has no continuous latent sites "
                           "to sample; use Exact() for purely discrete models")
     if method.engine == "ppgen":
-        posterior, stats, timings, _ = run_engine(program, method, seed=seed, progress=progress,
-                                                  init_values=init_values)
-        return posterior, stats, timings
-    return run_pyro_kernels(program, method, seed=seed, progress=progress, init_values=init_values)
+        return run_engine(program, method, seed=seed, progress=progress, init_values=init_values)
+    posterior, stats, timings = run_pyro_kernels(program, method, seed=seed, progress=progress,
+                                                 init_values=init_values)
+    return posterior, stats, timings, {"potential": "pyro", "reason": "", "transitions": "pyro"}
