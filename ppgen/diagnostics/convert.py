@@ -15,7 +15,9 @@ The groups are built from the fit's own tensors (never ``az.from_pyro``):
     the data each observed site saw.
 
 Each observed site's data dimensions are named ``f"{site}_dim_{i}"`` in all three
-data-shaped groups, so ArviZ lines them up (LOO, predictive checks).
+data-shaped groups, so ArviZ lines them up (LOO, predictive checks). A masked site
+(``obs_mask``, ``poutine.mask``) shows the entries its mask observes, flattened, in all
+three (the log-likelihood scores no others); a site masked out entirely, in none.
 
 The fit is used by duck typing (``posterior``, ``sample_stats``,
 ``log_likelihood()``, ``posterior_predictive()``, ``data``, ``program``); this
@@ -75,6 +77,23 @@ def observed_values(fit):
     return {name: trace.nodes[name]["value"] for name in program.observed}
 
 
+def observed_entries(program, values, lead=0):
+    """``{site: value}`` with each masked site (``obs_mask``, ``poutine.mask``) cut to the
+    entries its mask observes, flattened (after ``lead`` leading dimensions), as its
+    pointwise log-likelihood is; a site masked out entirely is left out."""
+    out = {}
+    for name, value in values.items():
+        info = program.observed.get(name) if program.generative is None else None
+        if info is None or info.observed_entries is None:
+            out[name] = value
+        elif info.observed_entries.numel():
+            value = torch.as_tensor(value)
+            event = value.shape[lead + len(info.batch_shape):]
+            flat = value.reshape(value.shape[:lead] + (-1,) + event)
+            out[name] = flat.index_select(lead, info.observed_entries.to(flat.device))
+    return out
+
+
 def data_dims(observed):
     """``{site: [f"{site}_dim_0", ...]}``: the shared dimension names of each site."""
     return {name: [f"{name}_dim_{i}" for i in range(value.dim() if isinstance(value, torch.Tensor)
@@ -100,7 +119,7 @@ def arviz_dicts(fit, *, posterior_predictive=True, log_likelihood=True):
     posterior = _numpy_dict(fit.posterior) or None
     stats = {SAMPLE_STATS_NAMES.get(name, name): _numpy(value)
              for name, value in (fit.sample_stats or {}).items()}
-    observed = observed_values(fit)
+    observed = observed_entries(fit.program, observed_values(fit))
     out = {
         "posterior": posterior,
         "sample_stats": stats or None,
@@ -116,7 +135,8 @@ def arviz_dicts(fit, *, posterior_predictive=True, log_likelihood=True):
         _check_pointwise(fit, values, out["observed_data"] or {})
         out["log_likelihood"] = values or None
     if posterior_predictive and observed:
-        out["posterior_predictive"] = _numpy_dict(fit.posterior_predictive()) or None
+        predictive = observed_entries(fit.program, fit.posterior_predictive(), lead=2)
+        out["posterior_predictive"] = _numpy_dict(predictive) or None
     return out
 
 

@@ -2,21 +2,29 @@
 
 For a ``GenerativeModel`` this is the model's own ``log_likelihood`` (closed
 form, vectorised over draws). For a plain Pyro program each draw's continuous
-latents are fixed and the model is traced: an observed site that depends on no
-enumerated site contributes its elementwise ``log_prob``; one that does gets
-:math:`\\log \\sum_z p(z) p(x \\mid z)` per element of its plates, by Pyro's
-tensor-variable-elimination contraction (the same one ``TraceEnum_ELBO`` uses),
-so Markov chains and nested plates are handled exactly. Draws are scored in
-chunks under a plate when the program vectorises (checked against two draws
-scored one by one), else one at a time. Observed sites that share
-enumerated latents are scored jointly under the first such site's name.
+latents are fixed and the model is traced as Pyro runs it, one draw:
+
+* an observed site that depends on no enumerated site contributes its elementwise
+  :math:`\\log p(x_i \\mid \\theta)`;
+* observed sites that depend on enumerated sites get
+  :math:`\\log \\sum_z p(z \\mid \\theta) p(x \\mid z, \\theta)` per element of their
+  plates, by Pyro's tensor-variable-elimination contraction (the one
+  ``TraceEnum_ELBO`` uses), so Markov chains and nested plates are handled exactly;
+  sites that share enumerated latents are scored jointly, under the first one's name;
+* a masked site (``obs_mask``, ``poutine.mask``) keeps only the entries its mask
+  observes, flattened (:attr:`~ppgen.inference.program.SiteInfo.observed_entries`); a
+  site masked out entirely has no pointwise log-likelihood. Scales
+  (``poutine.scale``) are not applied: the log-likelihood is per datum.
+
+Many draws are scored at once: one draw's scoring is recorded as a graph of tensor
+operations and batched by vmap (:mod:`~ppgen.inference.recording`), checked against
+Pyro's own scoring of the first two draws; where that fails, draw by draw.
 """
 
 from __future__ import annotations
 
 import logging
 
-import pyro
 import pyro.ops.packed as packed
 import pyro.poutine as poutine
 import torch
@@ -25,6 +33,8 @@ from pyro.infer.traceenum_elbo import _compute_model_factors, _find_ordinal
 from pyro.ops.contract import contract_to_tensor
 from tqdm.auto import tqdm
 
+from .recording import NotRecorded, batch, record
+
 log = logging.getLogger("ppgen")
 
 
@@ -32,97 +42,88 @@ def empty_guide(*args, **kwargs):
     pass
 
 
-def _one_draw(model, kwargs, elbo, observed):
-    model_trace, guide_trace = next(elbo._get_traces(model, empty_guide, (), kwargs))
-    _, log_factors, _, sum_dims, _ = _compute_model_factors(model_trace, guide_trace)
-    out, done = {}, set()
-    for name in observed:
-        site = model_trace.nodes[name]
-        if not set(site["packed"]["log_prob"]._pyro_dims) & sum_dims:
-            out[name] = site["fn"].log_prob(site["value"])
-            continue
-        if done:
-            continue  # scored jointly with the first enumerated-dependent site
-        ordinal = _find_ordinal(model_trace, site)
-        value = contract_to_tensor(log_factors, sum_dims, target_ordinal=ordinal)
-        value = packed.unpack(value, model_trace.symbol_to_dim)
-        # Keep the plate dimensions only: under enumeration the site's batch shape
-        # also holds enumeration dimensions, which the contraction summed out.
-        batch = site["fn"].batch_shape
-        depth = elbo.max_plate_nesting
-        shape = batch[len(batch) - depth:] if depth else torch.Size()
-        out[name] = value.expand(shape) if value.dim() <= len(shape) else value.reshape(shape)
-        done.add(name)
-    return out
-
-
 def pointwise_log_likelihood(program, draws, vectorize=True, chunk=500):
-    """``{observed site: (S, *batch_shape)}`` for ``S`` draws of the latent sites.
-
-    Plain programs are scored for ``chunk`` draws at once under a plate over
-    draws; a program that cannot be vectorised that way is scored draw by draw.
-    """
+    """``{observed site: (S, *batch_shape)}`` for ``S`` draws of the latent sites (a masked
+    site: ``(S, number of observed entries)``)."""
     generative = program.generative
     if generative is not None:
         params = {k: v for k, v in draws.items() if k in generative.global_sites()}
         kwargs = {k: v for k, v in program.kwargs.items() if k != "subsample_size"}
         return {generative.observed_site: generative.log_likelihood(params=params, **kwargs)}
     names = [s.name for s in program.continuous_sites if s.name in draws]
+    names += [n for n in program.model_params if n in draws]
     num = next(iter(draws.values())).shape[0] if draws else 1
+    score = _scorer(program, names)
     with torch.no_grad(), poutine.block():
-        if vectorize and names:
+        first = [score(*(draws[n][s] for n in names)) for s in range(min(2, num))]
+        if vectorize and names and num > 2:
             try:
-                parts = [_vectorized(program, {n: draws[n][i:i + chunk] for n in names})
-                         for i in range(0, num, chunk)]
-                fast = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-                # A program whose tensors are not all in plates can broadcast the draws
-                # plate against its data without failing: check two draws the slow way.
-                check = _draw_by_draw(program, {n: draws[n][:2] for n in names}, names, min(2, num))
-                if all(torch.allclose(fast[k][:2], v, rtol=1e-5, atol=1e-6) for k, v in check.items()):
-                    return fast
-                log.debug("vectorised log-likelihood disagrees with the draw-by-draw one")
-            except (RuntimeError, ValueError, IndexError, NotImplementedError) as exc:
-                log.debug("vectorised log-likelihood failed (%s); scoring draw by draw", exc)
-        return _draw_by_draw(program, draws, names, num)
+                return _batched(score, draws, names, num, chunk, first)
+            except (NotRecorded, RuntimeError, ValueError, IndexError) as exc:
+                log.debug("batched log-likelihood not used (%s); scoring draw by draw", exc)
+        per_draw = first + [score(*(draws[n][s] for n in names))
+                            for s in tqdm(range(len(first), num), desc="log-likelihood", leave=False,
+                                          disable=num < 100)]
+    return {k: torch.stack([d[k] for d in per_draw]) for k in per_draw[0]}
 
 
-def _vectorized(program, draws):
-    num = next(iter(draws.values())).shape[0]
-    depth = program.max_plate_nesting
-    values = {}
-    for name, value in draws.items():
-        site = program.latent[name]
-        pad = (1,) * (depth - len(site.batch_shape))
-        values[name] = value.reshape((num,) + pad + site.shape)
-    model = poutine.condition(program.enumerated_model(), data=values)
+def _scorer(program, names):
+    """One draw's scoring, ``(value of each site in names) -> {site: log-likelihood}``."""
+    model = program.enumerated_model()
+    elbo = TraceEnum_ELBO(max_plate_nesting=program.max_plate_nesting)
 
-    def batched(**kwargs):
-        with pyro.plate("_ppgen_draws", num, dim=-depth - 1):
-            return model(**kwargs)
+    def score(*values):
+        values = dict(zip(names, values))
+        conditioned = program.with_params(poutine.condition(model, data=values), values)
+        if program.has_enumeration:
+            return _enumerated(program, conditioned, elbo)
+        trace = poutine.trace(conditioned).get_trace(**program.kwargs)
+        return {n: _observed_entries(program, n, trace.nodes[n]["fn"].log_prob(trace.nodes[n]["value"]))
+                for n in program.scored_sites}
 
-    elbo = TraceEnum_ELBO(max_plate_nesting=depth + 1)
-    if program.has_enumeration:
-        scores = _one_draw(batched, program.kwargs, elbo, program.observed)
-    else:
-        trace = poutine.trace(batched).get_trace(**program.kwargs)
-        scores = {n: trace.nodes[n]["fn"].log_prob(trace.nodes[n]["value"]) for n in program.observed}
-    out = {}
-    for name, value in scores.items():
-        shape = program.observed[name].batch_shape
-        out[name] = value.reshape((-1,) + shape).expand((num,) + shape)
+    return score
+
+
+def _batched(score, draws, names, num, chunk, first):
+    """Every draw scored through one recorded graph, batched by vmap, in chunks."""
+    keys = list(first[0])
+    graph = record(lambda *values: tuple(score(*values)[k] for k in keys), *(draws[n][0] for n in names))
+    batched, _ = batch(graph, *(draws[n][:2] for n in names))
+    parts = [batched(*(draws[n][i:i + chunk] for n in names)) for i in range(0, num, chunk)]
+    out = {k: torch.cat([p[j] for p in parts]) for j, k in enumerate(keys)}
+    for s, expected in enumerate(first):  # the recording against Pyro's own scoring
+        for k, value in expected.items():
+            if not torch.allclose(out[k][s], value, rtol=1e-6, atol=1e-8):
+                raise ValueError(f"the recorded log-likelihood of {k!r} disagrees with Pyro's at draw {s}")
     return out
 
 
-def _draw_by_draw(program, draws, names, num):
-    model = program.enumerated_model()
-    elbo = TraceEnum_ELBO(max_plate_nesting=program.max_plate_nesting)
-    per_draw = []
-    for s in tqdm(range(num), desc="log-likelihood", leave=False, disable=num < 100):
-        conditioned = poutine.condition(model, data={n: draws[n][s] for n in names})
-        if program.has_enumeration:
-            per_draw.append(_one_draw(conditioned, program.kwargs, elbo, program.observed))
-        else:
-            trace = poutine.trace(conditioned).get_trace(**program.kwargs)
-            per_draw.append({n: trace.nodes[n]["fn"].log_prob(trace.nodes[n]["value"])
-                             for n in program.observed})
-    return {n: torch.stack([d[n] for d in per_draw]) for n in per_draw[0]}
+def _observed_entries(program, name, log_prob):
+    """``log_prob`` of site ``name`` at the entries its mask observes (all, unmasked)."""
+    entries = program.observed[name].observed_entries
+    if entries is None:
+        return log_prob
+    return log_prob.reshape(-1)[entries.to(log_prob.device)]
+
+
+def _enumerated(program, conditioned, elbo):
+    model_trace, guide_trace = next(elbo._get_traces(conditioned, empty_guide, (), program.kwargs))
+    _, log_factors, _, sum_dims, _ = _compute_model_factors(model_trace, guide_trace)
+    out, joint = {}, False
+    for name in program.scored_sites:
+        site = model_trace.nodes[name]
+        if not set(site["packed"]["log_prob"]._pyro_dims) & sum_dims:
+            out[name] = _observed_entries(program, name, site["fn"].log_prob(site["value"]))
+            continue
+        if joint:
+            continue  # scored jointly with the first enumerated-dependent site
+        ordinal = _find_ordinal(model_trace, site)
+        value = contract_to_tensor(log_factors, sum_dims, target_ordinal=ordinal)
+        value = packed.unpack(value, model_trace.symbol_to_dim)
+        # Keep the plate dimensions only: under enumeration the site's batch shape
+        # also holds enumeration dimensions, which the contraction summed out.
+        shape = program.observed[name].batch_shape
+        value = value.expand(shape) if value.dim() <= len(shape) else value.reshape(shape)
+        out[name] = _observed_entries(program, name, value)
+        joint = True
+    return out

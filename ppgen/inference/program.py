@@ -41,13 +41,29 @@ def _prior_draw_or_feasible(site):
         return init_to_unconstrained_uniform(site)
 
 
+def _observed_entries(mask, batch_shape):
+    """The flat indices of the entries a site's ``mask`` observes; None for all of them."""
+    if mask is None:
+        return None
+    mask = torch.as_tensor(mask, dtype=torch.bool).expand(batch_shape).reshape(-1)
+    return None if bool(mask.all()) else mask.nonzero().squeeze(-1)
+
+
 @dataclass
 class SiteInfo:
+    """One sample site as a trace of the model shows it.
+
+    ``observed_entries``: for an observed site under a mask (``obs_mask``,
+    ``poutine.mask``) that leaves some entries out, the flat indices (into its batch
+    shape) of the entries it observes; None where it observes all.
+    """
+
     name: str
     shape: tuple
     discrete: bool
     support: object
     batch_shape: tuple = ()
+    observed_entries: torch.Tensor | None = None
 
 
 @dataclass
@@ -59,6 +75,7 @@ class Program:
     latent: dict = field(default_factory=dict)
     observed: dict = field(default_factory=dict)
     deterministic: dict = field(default_factory=dict)
+    model_params: dict = field(default_factory=dict)
     max_plate_nesting: int = 0
 
     @classmethod
@@ -89,6 +106,9 @@ class Program:
             raise ModelError(f"running the model with the given data failed: {type(exc).__name__}: {exc}") from exc
         nesting = 0
         for site in trace.nodes.values():
+            if site["type"] == "param" and self.generative is None:
+                # A plain program's own unknowns as pyro.param: point-estimated by SVI/MAP.
+                self.model_params[site["name"]] = tuple(site["value"].shape)
             if site["type"] != "sample":
                 continue
             for frame in site["cond_indep_stack"]:
@@ -103,6 +123,7 @@ class Program:
             if site["infer"].get("_deterministic"):
                 self.deterministic[site["name"]] = info
             elif site["is_observed"] and not (at and site["name"] in at):
+                info.observed_entries = _observed_entries(site["mask"], info.batch_shape)
                 self.observed[site["name"]] = info
             else:
                 self.latent[site["name"]] = info
@@ -116,6 +137,11 @@ class Program:
     @property
     def continuous_sites(self):
         return [s for s in self.latent.values() if not s.discrete]
+
+    @property
+    def scored_sites(self):
+        """The observed sites with a pointwise log-likelihood: all but those masked out entirely."""
+        return [n for n, s in self.observed.items() if s.observed_entries is None or s.observed_entries.numel()]
 
     @property
     def has_enumeration(self):
@@ -170,6 +196,11 @@ class Program:
                 for n in out:
                     out[n].append(trace.nodes[n]["value"])
         return {n: torch.stack(v) for n, v in out.items()}
+
+    def with_params(self, model, values):
+        """``model`` with its ``pyro.param`` sites taking ``values`` (those named there)."""
+        params = {k: v for k, v in values.items() if k in self.model_params}
+        return poutine.substitute(model, data=params) if params else model
 
     def with_kwargs(self, **extra):
         return {**self.kwargs, **extra}

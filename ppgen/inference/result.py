@@ -15,6 +15,7 @@ from typing import Any
 
 import pyro.poutine as poutine
 import torch
+from pyro.poutine.uncondition_messenger import UnconditionMessenger
 
 from ..data import as_kwargs
 from ..errors import DataError
@@ -23,6 +24,16 @@ from .likelihood import pointwise_log_likelihood
 from .program import Program
 
 VERSION = 1
+
+
+class ReplicateObserved(UnconditionMessenger):
+    """Pyro's ``uncondition``, which draws every observed site afresh, except the
+    ``pyro.deterministic`` sites (observed ``Delta`` sites): drawn, a deterministic vector
+    inside a plate would come back broadcast against the plate."""
+
+    def _process_message(self, msg):
+        if not msg["infer"].get("_deterministic"):
+            super()._process_message(msg)
 
 
 class Fit:
@@ -185,11 +196,13 @@ class Fit:
         flat = self.flat_posterior()
         names = [s.name for s in self.program.continuous_sites if s.name in flat]
         program = self.program
-        model = poutine.uncondition(program.model)
+        model = ReplicateObserved()(program.model)
         out = {n: [] for n in program.observed}
         with torch.no_grad(), poutine.block():
             for i in idx.tolist():
-                conditioned = poutine.condition(model, data={k: flat[k][i] for k in names})
+                values = {k: v[i] for k, v in flat.items()}
+                conditioned = program.with_params(poutine.condition(model, data={k: values[k] for k in names}),
+                                                  values)
                 trace = poutine.trace(conditioned).get_trace(**program.kwargs)
                 for name in out:
                     out[name].append(trace.nodes[name]["value"])

@@ -313,7 +313,8 @@ def evaluate_validation(objective, validation_kwargs, params, state, method):
 
 
 def guide_draws(program, guide, num_samples):
-    """``num_samples`` joint draws of the continuous latent sites from the guide.
+    """``num_samples`` joint draws of the continuous latent sites from the guide, and the
+    fitted values of a plain program's own ``pyro.param`` sites.
 
     For a ``GenerativeModel`` only its global sites are drawn: per-datum latents
     (a VAE's codes) belong to the amortised guide, not to the posterior kept.
@@ -321,8 +322,17 @@ def guide_draws(program, guide, num_samples):
     names = [s.name for s in program.continuous_sites]
     if program.generative is not None:
         names = [n for n in names if n in set(program.generative.global_sites())]
-    if not names:
-        return {}
+    draws = _latent_draws(program, guide, num_samples, names) if names else {}
+    # A plain program's own pyro.param sites: the fitted point, the same in every draw
+    # (a program with no latent sites: one draw, the point).
+    count = num_samples if draws else 1
+    for name in program.model_params:
+        value = pyro.param(name).detach()
+        draws[name] = value.expand((count,) + value.shape).clone()
+    return draws
+
+
+def _latent_draws(program, guide, num_samples, names):
     draws = {name: [] for name in names}
     with torch.no_grad(), poutine.block():
         try:

@@ -4,43 +4,38 @@ HMC and NUTS need :math:`U(u) = -\\log p(x, T(u)) - \\log|\\det J_T(u)|` and its
 gradient at every leapfrog step, where :math:`T` maps the unconstrained vector
 :math:`u \\in R^D` to the model's latent sites (Pyro's ``biject_to`` of each
 site's support). Pyro evaluates it by running the model under its effect
-handlers (substitute, trace, log-density bookkeeping) every time, for one chain.
-:class:`Potential` evaluates it for a batch of ``C`` chains at once, ``u`` of shape
-``(C, D)``:
+handlers every time, for one chain. :class:`Potential` records Pyro's own one-chain
+potential and its gradient once (:mod:`ppgen.inference.recording`: enumerated
+discrete sites summed out, ``pyro.markov``, masks, scales, vector sites without
+plates, all as Pyro computes them) and evaluates the recording for a batch of ``C``
+chains, ``u`` of shape ``(C, D)``, batched by ``torch.func.vmap``:
 
-* ``"vectorized"``: the model runs once per evaluation inside an extra plate over
-  chains (``dim = -(max_plate_nesting + 1)``), every site's log-density summed over
-  all but the chain dimension;
-* ``"jit"`` (the default where it applies): that batched function and its
-  gradient recorded once by ``make_fx`` into a graph of tensor operations and
-  frozen by TorchScript, so the handlers do not run again; also a fused leapfrog
-  leaf (momentum half-step, position step, potential and gradient, half-step,
-  Hamiltonian) as one graph;
+* ``"vectorized"``: the recorded graph, run operation by operation;
+* ``"jit"`` (the default for short runs): the graph (and a fused leapfrog leaf:
+  momentum half-step, position step, potential and gradient, half-step,
+  Hamiltonian) frozen by TorchScript;
 * ``"compiled"``: the fused leaf compiled by TorchInductor into one C++ kernel
   (:func:`inductor_kernel`: no TorchDynamo guards or wrappers per call; the
   potential alone is that leaf with a zero step; the graph first rewritten by
   :mod:`ppgen.inference.mcmc.broadcasts`, broadcast work done once and a mixture's small
   component dimension split so the loops vectorise along the data): seconds to
   build, and a leapfrog step many times faster than ``"jit"``'s (``benchmarks/bench_leaf.py``);
-  ``"auto"`` picks it only for long runs (``compile_hint``);
-* ``"loop"``: Pyro's own potential, chain by chain: the fallback for models that
-  cannot be vectorised over chains (enumerated discrete sites, supports that
-  change with the parameters, programs that break under an extra plate).
+  ``"auto"`` picks it only for long runs (``compile_hint``), and neither for a graph of
+  more than :data:`COMPILE_MAX_OPERATIONS`;
+* ``"loop"``: Pyro's own potential, chain by chain: the fallback where recording
+  fails (a Python branch on a latent's value).
 
-A recorded graph is only used once it agrees with eager evaluation of the model
-(values and gradients, to ~1e-10 relative in float64, 2e-5 in float32) at the
-initial point and at six antithetic random probes around it (offsets of scale
-0.1, 1 and 3 in unconstrained units, each with both signs); otherwise, or when
-recording raises, the next mode is used and the reason logged. Recording itself
-refuses any tensor computed from the latents being read as a Python value
-(``make_fx`` raises on ``bool(x > 0)``, ``x.item()``, data-dependent indexing),
-which catches most data-dependent control flow; Python values read from the
-*data* (shape checks, ``int(counts.sum())``) are constants and fine. Residual
-risk: a branch the recorder cannot see and that no probe crosses (state outside
-the tensors, e.g. a Python counter or a value read through ``.tolist()``/numpy
-that only changes far from the starting point) would make the graph silently
-follow the initial point's branch; argument validation is switched off while
-recording (checks do not change values, only raise).
+A recorded graph is only used once it agrees with Pyro's own potential (values and
+gradients, to ~1e-10 relative in float64, 2e-5 in float32) at the initial point and
+at six antithetic random probes around it (offsets of scale 0.1, 1 and 3 in
+unconstrained units, each with both signs); otherwise the next mode is used and the
+reason logged. Recording itself refuses any tensor computed from the latents being
+read as a Python value (``bool(x > 0)``, ``x.item()``, data-dependent indexing);
+Python values read from the *data* (shape checks, ``int(counts.sum())``) are
+constants and fine. Residual risk: a branch the recorder cannot see and that no probe
+crosses (state outside the tensors, e.g. a Python counter) would make the graph
+silently follow the initial point's branch; argument validation is switched off
+while recording (checks do not change values, only raise).
 
 The mode actually used, and why a faster one was refused, is in ``.mode`` and
 ``.reason``.
@@ -52,10 +47,10 @@ import logging
 import warnings
 from dataclasses import dataclass
 
-import pyro
 import torch
 from pyro.infer.mcmc.util import initialize_model
 
+from ..recording import NotRecorded, batch, record
 from .fallback import Unsafe
 from .inductor import inductor_decompositions, inductor_kernel
 from .integrator import diagonal, leaf
@@ -101,7 +96,7 @@ class Potential:
 
     def __init__(self, program, chains, mode="auto", init_strategy=None, compile_hint=False):
         self.program, self.chains = program, chains
-        self._leaf, self._batched = None, True
+        self._leaf = None
         self.model = program.enumerated_model()
         self.nesting = program.max_plate_nesting
         self._init_kwargs = {} if init_strategy is None else {"init_strategy": init_strategy}
@@ -167,17 +162,12 @@ class Potential:
         if self.chains == 1:  # Pyro's operations as they are: one chain's potential bit for bit
             value, grad = self._one_chain(u[0])
             return value.unsqueeze(0), grad.unsqueeze(0)
-        if not self._batched:
-            values, grads = zip(*(self._one_chain(u[c]) for c in range(self.chains)))
-            return torch.stack(values), torch.stack(grads)
-        return torch.func.vmap(self._one_chain)(u)
+        return self._batched(u)
 
     def _record(self):
-        """Record Pyro's own one-chain potential (enumeration, ``pyro.markov``, masks and
-        scales included) as a graph of tensor operations, ``(D,) -> ()``; ``""`` on
-        success, else why not. The model's handlers run once, here."""
-        from torch.fx.experimental.proxy_tensor import make_fx
-
+        """Record Pyro's own one-chain potential and its gradient (enumeration,
+        ``pyro.markov``, masks and scales included; :mod:`~ppgen.inference.recording`),
+        ``(D,) -> ((), (D,))``, batched over chains; ``""`` on success, else why not."""
         if not self.sites:
             return "no continuous latent sites"
         sites, potential = self.sites, self._pyro_potential
@@ -191,47 +181,15 @@ class Potential:
                 (grad,) = torch.autograd.grad(value, u)
             return value.detach(), grad
 
-        # Argument checks would read tensors as Python booleans (and cost time).
-        with warnings.catch_warnings(), pyro.validation_enabled(False):
-            warnings.simplefilter("ignore")
-            try:
-                try:
-                    self._one_chain = make_fx(log_joint_and_grad)(self.initial[0])
-                except RuntimeError as exc:
-                    if "_local_scalar_dense" not in str(exc):
-                        raise
-                    # A tensor read as a Python value: from the data (``int(counts.sum())``)
-                    # it is a constant; from a latent, a branch no single recording follows.
-                    self._one_chain = _without_value_reads(make_fx(
-                        log_joint_and_grad, _error_on_data_dependent_ops=False)(self.initial[0]))
-            except Exception as exc:  # recording fails in many ways, all of which mean "don't"
-                return _why_not_recorded(exc)
-            why = self._batches() if self.chains > 1 else ""
-        return why or agrees_with_pyro(self, self._log_joint_and_grad)
-
-    def _batches(self):
-        """Make sure the recorded graph runs over several chains: batched by vmap, or failing
-        that chain by chain (``""``; or why neither works).
-
-        vmap refuses an in-place update of a tensor the model made (``x[0] = mu``) and an
-        update through a boolean mask (``logits[mask] = 0``, as ``Multinomial`` does): the
-        graph is then made functional and such updates become ``where``; only then, since
-        that decomposes some fused operations (a few ulps)."""
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        attempts = [lambda: None, lambda: setattr(self, "_one_chain", _masked_updates_as_where(
-            make_fx(torch.func.functionalize(self._one_chain))(self.initial[0])))]
-        for change in attempts:
-            try:
-                change()
-                with torch.no_grad():
-                    self._vectorized(self.initial)
-                return ""
-            except Exception as exc:  # noqa: BLE001 - vmap refuses in several ways
-                why = f"{type(exc).__name__}: {str(exc)[:120]}"
-        self._batched = False
-        log.info("NUTS potential: chains evaluated one by one through the recorded graph (vmap: %s)", why)
-        return ""
+        try:
+            self._one_chain = record(log_joint_and_grad, self.initial[0])
+        except NotRecorded as exc:
+            return str(exc)
+        if self.chains > 1:
+            self._batched, how = batch(self._one_chain, self.initial)
+            if how == "loop":
+                log.info("NUTS potential: vmap cannot batch the recorded graph; chains evaluated one by one")
+        return agrees_with_pyro(self, self._log_joint_and_grad)
 
     def _loop(self, u, grad=True, tolerant=False):
         values, grads = [], []
@@ -329,7 +287,7 @@ class Potential:
                 leaf = make_fx(lambda z, r, g, rho, step, half, inverse: self._leaf_eager(
                     z, r, g, rho, step, half, inverse), decomposition_table=decompositions)(*leaf_args)
             except Exception as exc:  # tracing fails in many ways, all of which mean "don't"
-                return _why_not_recorded(exc)
+                return f"tracing failed ({type(exc).__name__}: {str(exc)[:120]})"
             try:
                 if backend == "jit":
                     with torch.no_grad():
@@ -418,48 +376,6 @@ def agrees_with_pyro(potential, graph):
                     f"(max |difference| {float((got[0][rows] - expected).abs().max()):.3g} in value, "
                     f"{float((got[1][rows] - grad).abs().max()):.3g} in gradient)")
     return ""
-
-
-def _masked_updates_as_where(graph):
-    """``graph`` (functional) with every update through a boolean mask of the tensor's own
-    shape, ``index_put(x, [mask], v)``, written as ``where(mask, v, x)``, which vmap batches."""
-    for node in list(graph.graph.nodes):
-        if node.target is not torch.ops.aten.index_put.default or len(node.args) > 3 and node.args[3]:
-            continue
-        x, indices, values = node.args[:3]
-        mask = indices[0] if len(indices) == 1 else None
-        mask_val, x_val = getattr(mask, "meta", {}).get("val"), x.meta.get("val")
-        if mask_val is None or x_val is None or mask_val.dtype != torch.bool or mask_val.shape != x_val.shape:
-            continue
-        with graph.graph.inserting_before(node):
-            node.replace_all_uses_with(graph.graph.call_function(torch.ops.aten.where.self, (mask, values, x)))
-        graph.graph.erase_node(node)
-    graph.recompile()
-    return graph
-
-
-def _without_value_reads(graph):
-    """``graph`` without its reads of tensors as Python values, whose values the recording
-    wrote into the operations that used them (vmap cannot batch such a read): safe where
-    the tensor read comes from the data alone; a read of anything computed from the latents
-    raises (a ``_local_scalar_dense`` error, as strict recording does)."""
-    from_latents = set()
-    for node in graph.graph.nodes:
-        if node.op == "placeholder" or any(arg in from_latents for arg in node.all_input_nodes):
-            from_latents.add(node)
-    for node in list(graph.graph.nodes):
-        if node.target is torch.ops.aten._local_scalar_dense.default:
-            if node in from_latents or node.users:
-                raise RuntimeError("_local_scalar_dense: a value computed from the latents read as a Python value")
-            graph.graph.erase_node(node)
-    graph.recompile()
-    return graph
-
-
-def _why_not_recorded(exc):
-    if "_local_scalar_dense" in str(exc):
-        return "data-dependent control flow or indexing (a tensor read as a Python value)"
-    return f"recording failed ({type(exc).__name__}: {str(exc)[:120]})"
 
 
 def close_enough(a, b, tol):

@@ -12,6 +12,10 @@ def run_mcmc(program, method, *, seed, progress, init_values=None):
     timings in seconds: ``{"sampling": s, "total": s}``, and with ppgen's engine ``"compile"``,
     the potential's build (``"sampling"`` is then the rest), and the path taken
     (:func:`~.engine.path_of`; Pyro's kernels: ``"pyro"``)."""
+    if not program.continuous_sites and program.model_params:
+        raise MethodError(f"{method.name.upper()}: the model's unknowns {sorted(program.model_params)} are "
+                          "pyro.param sites, which have no prior to sample from; fit a point estimate with "
+                          "MAP() or SVI(), or give them priors with pyro.sample")
     if not program.continuous_sites:
         raise MethodError(f"{method.name.upper()}: the model has no continuous latent sites "
                           "to sample; use Exact() for purely discrete models")
