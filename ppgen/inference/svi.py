@@ -322,7 +322,7 @@ def guide_draws(program, guide, num_samples):
     names = [s.name for s in program.continuous_sites]
     if program.generative is not None:
         names = [n for n in names if n in set(program.generative.global_sites())]
-    draws = _latent_draws(program, guide, num_samples, names) if names else {}
+    draws = {k: v.detach() for k, v in _latent_draws(program, guide, num_samples, names).items()} if names else {}
     # A plain program's own pyro.param sites: the fitted point, the same in every draw
     # (a program with no latent sites: one draw, the point).
     count = num_samples if draws else 1
