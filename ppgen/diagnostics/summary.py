@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from ..errors import MethodError, ModelError
-from . import arviz_io
+from . import arviz_io, elpd
 from .convert import fit_name, to_arviz
 
 
@@ -95,30 +95,56 @@ def loo(fit, var_name=None):
     return az.loo(data, pointwise=True, var_name=var_name)
 
 
-def compare(fits, ic="loo", var_name=None):
-    """Rank fits of the same data by expected log predictive density.
+def compare(fits, ic="loo", var_name=None, *, heldout=None, folds=5, seed=0):
+    """Rank fits of the same data by expected log predictive density, any families and methods.
+
+    Where every fit has posterior draws, this is ArviZ's PSIS-LOO comparison. Where some
+    are point estimates (MAP, neural families), which PSIS-LOO cannot score, each fit is
+    scored by the estimator it admits (:mod:`ppgen.diagnostics.elpd`): PSIS-LOO with
+    draws, K-fold cross-validation (``folds`` refits of the model on the other folds)
+    without; with ``heldout`` data, every fit by its log density of those.
 
     Parameters
     ----------
     fits : dict of str to ppgen.inference.Fit
         Two or more fits, by the names to show in the table.
     ic : {"loo", "waic"}
-        The information criterion (ArviZ >= 1 supports only ``"loo"``).
+        The information criterion where every fit has draws (ArviZ >= 1: ``"loo"`` only).
     var_name : str, optional
         The observed site to score, needed when the models have several.
+    heldout : data, optional
+        Data none of the fits saw, in the form each was fitted to.
+    folds, seed : int
+        K-fold's number of folds and the seed of its random split.
 
     Returns
     -------
     pandas.DataFrame
-        ArviZ's comparison table, best model first (``rank`` 0), indexed by name.
+        Best model first (``rank`` 0), indexed by name, with an ``estimator`` column. Where
+        every fit has draws: ArviZ's comparison table. Otherwise :func:`~.elpd.table`'s:
+        ``elpd``, ``se``, ``elpd_diff``, ``dse``, ``p``, ``estimator``, ``warning``.
 
     Raises
     ------
     ModelError
-        A fit has no log-likelihood group, or the fits saw data of different shapes.
+        A fit has nothing to score, or the fits saw data of different shapes.
     """
     if not isinstance(fits, dict) or len(fits) < 2:
         raise ModelError(f"compare: give a dict of at least two named fits, got {fits!r}")
+    if heldout is not None or not all(elpd.has_draws(fit) for fit in fits.values()):
+        if ic != "loo":
+            raise ModelError(f"compare: ic={ic!r} applies to fits with draws only; point estimates are "
+                             "compared by PSIS-LOO, K-fold or held-out log density (ic='loo')")
+        estimates = {}
+        for name, fit in fits.items():
+            label = f"fit {name!r}"
+            if heldout is not None:
+                estimates[name] = elpd.held_out(fit, label, heldout, var_name)
+            elif elpd.has_draws(fit):
+                estimates[name] = elpd.psis_loo(fit, label, var_name)
+            else:
+                estimates[name] = elpd.k_fold(fit, label, folds, seed, var_name)
+        return elpd.table(estimates)
     datasets, shapes = {}, {}
     for name, fit in fits.items():
         datasets[name], site_shapes = _log_likelihood_data(fit, f"fit {name!r}", var_name)
@@ -129,7 +155,9 @@ def compare(fits, ic="loo", var_name=None):
             raise ModelError(f"compare: fit {name!r} saw observed data of shape "
                              f"{_show(shape)} but fit {first!r} saw {_show(shapes[first])}; "
                              "models can only be compared on the same data")
-    return arviz_io.compare(datasets, ic=ic)
+    result = arviz_io.compare(datasets, ic=ic)
+    result["estimator"] = f"psis-{ic}" if ic == "loo" else ic
+    return result
 
 
 def _show(shapes):

@@ -163,6 +163,18 @@ class Fit:
         values = pointwise_log_likelihood(program, flat)
         return {k: v.logsumexp(0) - math.log(total) for k, v in values.items()}
 
+    def refit(self, data: Any) -> Fit:
+        """This fit's model family (a fresh instance with the same settings), method and seed,
+        fitted to ``data`` (K-fold cross-validation refits on each fold this way)."""
+        from .api import fit
+
+        model = self.program.generative
+        if model is None:
+            raise DataError("refit: a plain Pyro program's data cannot be split for it; call "
+                            "ppgen.fit(program, data, method) on the part you want")
+        fresh = type(model)(**model.get_config())
+        return fit(fresh, data, self.method, seed=self.seed, progress=False, dtype=model.dtype)
+
     # ------------------------------------------------------------ prediction
     def _draw_indices(self, n, generator):
         total = self.num_chains * self.num_draws
