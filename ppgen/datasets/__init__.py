@@ -15,12 +15,13 @@ raises :class:`ppgen.errors.DatasetError` / :class:`ppgen.errors.DataError`
 naming the file, column and row at fault. ``load_mnist(root)`` reads MNIST's
 IDX files and ``load_binarized_mnist(path)`` the fixed-binarization set.
 ``ring(n)`` and ``grid(n)`` draw from the 2-D Gaussian-mixture targets of
-PacGAN/VEEGAN, whose centres and std ``mixture_modes(name)`` gives.
+PacGAN/VEEGAN, whose centres and std ``mixture_modes(name)`` gives;
+``sticky_sequences(n)`` short sequences of a two-state HMM.
 ``load_posteriordb(name, root)`` reads a posterior, its data, Stan code and
 reference draws from a local copy of posteriordb.
 """
 
-from ..models.synthetic import grid, mixture_modes, ring, two_moons
+from ..models.synthetic import grid, mixture_modes, ring, sticky_sequences, two_moons
 from .embedded import describe, load, names
 from .images import load_binarized_mnist, load_digits, load_mnist, read_idx
 from .posteriordb import load_posteriordb, posteriordb_names
@@ -28,4 +29,4 @@ from .tables import read_csv, select_columns
 
 __all__ = ["load", "names", "describe", "read_csv", "select_columns", "load_digits", "load_mnist",
            "load_binarized_mnist", "read_idx", "load_posteriordb", "posteriordb_names",
-           "ring", "grid", "mixture_modes", "two_moons"]
+           "ring", "grid", "mixture_modes", "two_moons", "sticky_sequences"]

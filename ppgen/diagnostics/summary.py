@@ -91,6 +91,10 @@ def loo(fit, var_name=None):
     """
     import arviz as az
 
+    if not elpd.has_draws(fit):
+        raise ModelError(f"{fit_name(fit)}: PSIS-LOO needs posterior draws and this fit is a point estimate "
+                         "(one draw); compare it by K-fold cross-validation or held-out data: "
+                         "compare(fits, folds=...) or compare(fits, heldout=...)")
     data, _ = _log_likelihood_data(fit, fit_name(fit), var_name)
     return az.loo(data, pointwise=True, var_name=var_name)
 

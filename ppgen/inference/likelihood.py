@@ -10,7 +10,8 @@ latents are fixed and the model is traced as Pyro runs it, one draw:
   :math:`\\log \\sum_z p(z \\mid \\theta) p(x \\mid z, \\theta)` per element of their
   plates, by Pyro's tensor-variable-elimination contraction (the one
   ``TraceEnum_ELBO`` uses), so Markov chains and nested plates are handled exactly;
-  sites that share enumerated latents are scored jointly, under the first one's name;
+  sites that share enumerated latents are scored jointly, under the first one's name,
+  and data sharing one drawn outside their plates give one joint term;
 * a masked site (``obs_mask``, ``poutine.mask``) keeps only the entries its mask
   observes, flattened (:attr:`~ppgen.inference.program.SiteInfo.observed_entries`); a
   site masked out entirely has no pointwise log-likelihood. Scales
@@ -117,13 +118,19 @@ def _enumerated(program, conditioned, elbo):
             continue
         if joint:
             continue  # scored jointly with the first enumerated-dependent site
-        ordinal = _find_ordinal(model_trace, site)
-        value = contract_to_tensor(log_factors, sum_dims, target_ordinal=ordinal)
+        joint = True
+        try:
+            value = contract_to_tensor(log_factors, sum_dims, target_ordinal=_find_ordinal(model_trace, site))
+        except KeyError:
+            # The site's data share an enumerated latent drawn outside their plates (one
+            # change point for all years): no per-datum terms; one joint term for them all.
+            value = contract_to_tensor(log_factors, sum_dims, target_ordinal=frozenset())
+            out[name] = packed.unpack(value, model_trace.symbol_to_dim).reshape(())
+            continue
         value = packed.unpack(value, model_trace.symbol_to_dim)
         # Keep the plate dimensions only: under enumeration the site's batch shape
         # also holds enumeration dimensions, which the contraction summed out.
         shape = program.observed[name].batch_shape
         value = value.expand(shape) if value.dim() <= len(shape) else value.reshape(shape)
         out[name] = _observed_entries(program, name, value)
-        joint = True
     return out

@@ -89,3 +89,16 @@ def two_moons(n, noise=0.1, generator=None, labels=False):
     y = torch.where(upper, torch.sin(t), 0.5 - torch.sin(t))
     points = torch.stack([x, y], -1) + noise * torch.randn(n, 2, generator=generator)
     return (points, upper.to(points.dtype)[:, None]) if labels else points
+
+
+def sticky_sequences(n, length=4, stay=0.85, generator=None):
+    """``n`` sequences ``(n, length, 2)`` of a sticky two-state Gaussian HMM: the state
+    keeps its value with probability ``stay``; means ``(-1.5, 0)`` and ``(1.5, 1)``, noise
+    sd 0.6. Data for comparing families that see them as sequences (HMMs) or as vectors."""
+    states = torch.zeros(n, length, dtype=torch.long)
+    states[:, 0] = torch.randint(2, (n,), generator=generator)
+    for t in range(1, length):
+        keep = torch.rand(n, generator=generator) < stay
+        states[:, t] = torch.where(keep, states[:, t - 1], 1 - states[:, t - 1])
+    means = torch.tensor([[-1.5, 0.0], [1.5, 1.0]])
+    return means[states] + 0.6 * torch.randn(n, length, 2, generator=generator)

@@ -104,7 +104,7 @@ def change_point(counts):
     T = len(counts)
     switch = pyro.sample("switch", dist.Categorical(torch.ones(T) / T))
     years = torch.arange(T)
-    rate = torch.where(years < switch.unsqueeze(-1), early.unsqueeze(-1), late.unsqueeze(-1))
+    rate = torch.where(years < switch, early, late)  # enumerated: (T, 1) against the plate's (T,)
     with pyro.plate("years", T):
         pyro.sample("counts", dist.Poisson(rate), obs=counts)
 
@@ -152,8 +152,9 @@ class BayesianLinear(PyroModule):
     def __init__(self, features):
         super().__init__()
         self.linear = PyroModule[torch.nn.Linear](features, 1)
-        self.linear.weight = PyroSample(dist.Normal(0.0, 1.0).expand([1, features]).to_event(2))
-        self.linear.bias = PyroSample(dist.Normal(0.0, 5.0).expand([1]).to_event(1))
+        # priors made when read (a callable), in the default dtype of that moment
+        self.linear.weight = PyroSample(lambda _: dist.Normal(0.0, 1.0).expand([1, features]).to_event(2))
+        self.linear.bias = PyroSample(lambda _: dist.Normal(0.0, 5.0).expand([1]).to_event(1))
 
     def forward(self, X, y=None):
         sigma = pyro.sample("sigma", dist.HalfNormal(1.0))

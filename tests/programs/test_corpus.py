@@ -1,0 +1,114 @@
+"""The corpus of user programs (:mod:`.corpus`) through NUTS, SVI and MAP to ArviZ, LOO and
+compare: the engine path each takes (a silent fall to the slow path fails), the pointwise
+log-likelihood against Pyro's own enumerated joint density, and NUTS against Pyro's NUTS
+(``references.json``, from :mod:`.make_references`; means within 4 Monte Carlo standard
+errors, the two runs' errors combined)."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import TraceEnum_ELBO
+
+import ppgen
+from ppgen.diagnostics import compare, loo
+from ppgen.diagnostics.summary import without_numba
+from ppgen.errors import ModelError
+from ppgen.inference import MAP, NUTS, SVI
+from ppgen.inference.program import Program
+
+from .corpus import PROGRAMS, data
+
+REFERENCES = json.loads(Path(__file__).with_name("references.json").read_text())
+SAMPLED = [n for n, p in PROGRAMS.items() if "params" not in p[2]]
+
+
+@pytest.fixture(scope="module")
+def nuts_fits():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    fits = {}
+    yield fits
+    torch.set_default_dtype(before)
+
+
+def _nuts(fits, name, **settings):
+    if name not in fits:
+        torch.set_default_dtype(torch.float64)
+        method = NUTS(num_samples=settings.get("draws", 300), warmup=300, chains=2, target_accept=0.9)
+        fits[name] = ppgen.fit(PROGRAMS[name][0], data(name), method, seed=0, progress=False)
+    return fits[name]
+
+
+@pytest.mark.slow  # NUTS on the whole corpus: minutes on 2 cores (see the stop note)
+@pytest.mark.parametrize("name", SAMPLED)
+def test_nuts_takes_the_recorded_path(nuts_fits, name):
+    fit = _nuts(nuts_fits, name)
+    assert fit.path["potential"] == "jit", fit.path["reason"]  # Pyro's potential recorded: no fallback
+    assert fit.path["chains"] == "vectorized"
+
+
+@pytest.mark.slow  # NUTS on the whole corpus: minutes on 2 cores (see the stop note)
+@pytest.mark.parametrize("name", sorted(set(SAMPLED) & set(REFERENCES)))
+def test_nuts_agrees_with_pyros(nuts_fits, name):
+    fit = _nuts(nuts_fits, name)
+    with without_numba():
+        import arviz as az
+
+        for site, reference in REFERENCES[name]["sites"].items():
+            draws = fit.posterior[site].reshape(2, fit.num_draws, -1).numpy()
+            mean = draws.mean((0, 1))
+            ess = np.array([float(az.ess(draws[..., i], method="bulk")) for i in range(draws.shape[-1])])
+            mcse = draws.std((0, 1)) / np.sqrt(ess)
+            z = np.abs(mean - np.array(reference["mean"])) / np.sqrt(mcse ** 2 + np.array(reference["mcse"]) ** 2)
+            assert (z < 4).all(), (site, z.max())
+
+
+def _log_likelihood_by_elbo(program, values):
+    """log p(y | theta) = log p(y, theta) - log p(theta): TraceEnum_ELBO's joint density (the
+    discrete sites summed out) minus the latent sites' own log densities."""
+    model = poutine.condition(program.enumerated_model(), data=values)
+    elbo = TraceEnum_ELBO(max_plate_nesting=program.max_plate_nesting)
+    joint = -elbo.loss(model, lambda **kwargs: None, **program.kwargs)
+    trace = poutine.trace(poutine.condition(program.model, data=values)).get_trace(**program.kwargs)
+    prior = sum(trace.nodes[n]["fn"].log_prob(trace.nodes[n]["value"]).sum() for n in values)
+    return joint - prior
+
+
+@pytest.mark.slow  # NUTS on the whole corpus: minutes on 2 cores (see the stop note)
+@pytest.mark.parametrize("name", SAMPLED)
+def test_log_likelihood_sums_to_pyros_joint(nuts_fits, name):
+    if "poutine.scale" in PROGRAMS[name][2]:
+        pytest.skip("pointwise log-likelihoods are unscaled (per datum), Pyro's joint scaled: not the same sum")
+    fit = _nuts(nuts_fits, name)
+    values = fit.log_likelihood()
+    program = Program.build(PROGRAMS[name][0], data(name))
+    for c, s in [(0, 0), (1, 17)]:
+        draw = {k: v[c, s] for k, v in fit.posterior.items() if k in program.latent}
+        total = sum(float(v[c, s].sum()) for v in values.values())
+        assert total == pytest.approx(float(_log_likelihood_by_elbo(program, draw)), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_every_method_reaches_arviz_loo_and_compare(name, float64):
+    pyro.clear_param_store()
+    fits = {"svi": ppgen.fit(PROGRAMS[name][0], data(name), SVI(num_steps=100), seed=0, progress=False)}
+    fits["map"] = ppgen.fit(PROGRAMS[name][0], data(name), MAP(num_steps=100), seed=0, progress=False)
+    for fit in fits.values():
+        idata = fit.to_arviz()
+        assert "log_likelihood" in idata.groups() and "posterior_predictive" in idata.groups()
+    single = len(fits["svi"].log_likelihood()) == 1
+    if single and fits["svi"].num_draws > 1:
+        assert math.isfinite(float(loo(fits["svi"])["elpd_loo"]))
+    elif single:
+        with pytest.raises(ModelError, match="point estimate"):
+            loo(fits["svi"])
+    heldout = data(name)
+    table = compare(fits, heldout=heldout, var_name=None) if len(fits["svi"].log_likelihood()) == 1 else None
+    if table is not None:
+        assert set(table["estimator"]) == {"held-out"} and np.isfinite(table["elpd"]).all()
