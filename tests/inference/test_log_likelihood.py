@@ -1,6 +1,6 @@
 """The pointwise log-likelihood of plain Pyro programs against hand computations, float64,
 for every method: masks, pyro.markov chains, enumeration at one draw and many,
-deterministic sites, pyro.param programs."""
+pyro.param programs (deterministic sites: tests/programs)."""
 
 import math
 
@@ -103,20 +103,6 @@ def test_enumerated_mixture_at_any_number_of_draws(float64, method):
     locs = fit.posterior["locs"][..., None, :]
     components = dist.Normal(locs, 1.0).log_prob(Y[:, None]) + torch.tensor([0.3, 0.7]).log()
     assert torch.allclose(fit.log_likelihood()["y"], components.logsumexp(-1), rtol=0, atol=1e-10)
-
-
-def test_deterministic_sites_stay_out_of_the_predictive_shape(float64):
-    def schools(J, sigma, y=None):
-        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-        tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-        with pyro.plate("schools", J):
-            theta_trans = pyro.sample("theta_trans", dist.Normal(0.0, 1.0))
-            theta = pyro.deterministic("theta", mu + tau * theta_trans)
-            pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
-
-    data = {"J": 8, "sigma": torch.full((8,), 10.0), "y": torch.linspace(-5, 20, 8)}
-    fit = ppgen.fit(schools, data, NUTS(num_samples=10, warmup=10, chains=2), seed=0, progress=False)
-    assert fit.posterior_predictive()["obs"].shape == (2, 10, 8)
 
 
 @pytest.mark.parametrize("method", ["svi", "map"])

@@ -112,3 +112,11 @@ def test_every_method_reaches_arviz_loo_and_compare(name, float64):
     table = compare(fits, heldout=heldout, var_name=None) if len(fits["svi"].log_likelihood()) == 1 else None
     if table is not None:
         assert set(table["estimator"]) == {"held-out"} and np.isfinite(table["elpd"]).all()
+
+
+def test_deterministic_sites_stay_out_of_the_predictive_shape(float64):
+    """The README's eight schools with ``pyro.deterministic`` in the plate: one replicate of the
+    eight observations per draw, not the deterministic vector broadcast against the plate."""
+    fit = ppgen.fit(PROGRAMS["with_deterministic"][0], data("with_deterministic"), SVI(num_steps=20,
+                    num_posterior_samples=7), seed=0, progress=False)
+    assert fit.posterior_predictive()["obs"].shape == (1, 7, 8)
