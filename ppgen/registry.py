@@ -7,6 +7,8 @@ the command line, the demo) reads it without importing a family itself.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Any, TypeVar
 
 from .errors import ModelError
@@ -23,8 +25,17 @@ def register(cls: T) -> T:
     return cls
 
 
+def _registered() -> dict[str, type[GenerativeModel]]:
+    """The families, once :mod:`ppgen.models` (which registers them) has loaded: ``import
+    ppgen`` loads it lazily, at first use."""
+    if "ppgen.models" not in sys.modules:
+        importlib.import_module("ppgen.models")
+    return _FAMILIES
+
+
 def model_class(name: str) -> type[GenerativeModel]:
     """The registered class called ``name`` (case-insensitive)."""
+    _registered()
     for key, cls in _FAMILIES.items():
         if key.lower() == str(name).lower():
             return cls
@@ -33,11 +44,11 @@ def model_class(name: str) -> type[GenerativeModel]:
 
 def families() -> dict[str, type[GenerativeModel]]:
     """``{name: class}`` of every registered family."""
-    return dict(_FAMILIES)
+    return dict(_registered())
 
 
 def table() -> list[dict[str, Any]]:
     """One row per family: name, supported methods, what ``log_prob`` returns."""
     return [{"model": name, "methods": ", ".join(cls.methods), "log_prob": cls.log_prob_kind,
              "summary": (cls.__doc__ or "").strip().splitlines()[0]}
-            for name, cls in sorted(_FAMILIES.items())]
+            for name, cls in sorted(_registered().items())]

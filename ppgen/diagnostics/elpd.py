@@ -50,13 +50,8 @@ def has_draws(fit) -> bool:
     return bool(fit.posterior) and fit.num_chains * fit.num_draws > 1
 
 
-def psis_loo(fit, label, var_name=None) -> Elpd:
-    from .summary import loo
-
-    try:
-        result = loo(fit, var_name)
-    except (IndexError, ValueError) as exc:  # ArviZ's own failures, named
-        raise ModelError(f"{label}: PSIS-LOO failed ({type(exc).__name__}: {exc})") from None
+def from_loo(result) -> Elpd:
+    """An ArviZ PSIS-LOO result (``loo(..., pointwise=True)``) as an :class:`Elpd`."""
     pointwise = getattr(result, "loo_i", None)
     if pointwise is None:
         pointwise = result.elpd_i  # ArviZ >= 1

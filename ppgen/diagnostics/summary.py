@@ -145,7 +145,12 @@ def compare(fits, ic="loo", var_name=None, *, heldout=None, folds=5, seed=0):
             if heldout is not None:
                 estimates[name] = elpd.held_out(fit, label, heldout, var_name)
             elif elpd.has_draws(fit):
-                estimates[name] = elpd.psis_loo(fit, label, var_name)
+                try:
+                    estimates[name] = elpd.from_loo(loo(fit, var_name))
+                except ModelError:
+                    raise
+                except (IndexError, ValueError) as exc:  # ArviZ's own failures, named
+                    raise ModelError(f"{label}: PSIS-LOO failed ({type(exc).__name__}: {exc})") from None
             else:
                 estimates[name] = elpd.k_fold(fit, label, folds, seed, var_name)
         return elpd.table(estimates)

@@ -20,6 +20,7 @@ from ..data import as_kwargs
 from ..errors import DataError, MethodError
 from ..model import GenerativeModel
 from . import data_parallel
+from . import result as result_module
 from .method import Method, RunContext
 from .methods import as_method
 from .program import Program
@@ -92,6 +93,9 @@ def fit(model: GenerativeModel | Callable[..., Any], data: Any = None, method: M
         result = method.run(program, context)
     result.posterior = _with_deterministic(program, result.posterior)
     return result
+
+
+result_module.FIT = fit  # Fit.refit fits again through here
 
 
 def _check_device(device: str | torch.device | None) -> None:

@@ -25,6 +25,10 @@ from .program import Program
 
 VERSION = 1
 
+#: ``ppgen.fit``, set by :mod:`.api` when it loads (which imports this module: the fit
+#: function cannot be imported here without a cycle); :meth:`Fit.refit` calls it.
+FIT: Any = None
+
 
 class ReplicateObserved(UnconditionMessenger):
     """Pyro's ``uncondition``, which draws every observed site afresh, except the
@@ -166,14 +170,12 @@ class Fit:
     def refit(self, data: Any) -> Fit:
         """This fit's model family (a fresh instance with the same settings), method and seed,
         fitted to ``data`` (K-fold cross-validation refits on each fold this way)."""
-        from .api import fit
-
         model = self.program.generative
         if model is None:
             raise DataError("refit: a plain Pyro program's data cannot be split for it; call "
                             "ppgen.fit(program, data, method) on the part you want")
         fresh = type(model)(**model.get_config())
-        return fit(fresh, data, self.method, seed=self.seed, progress=False, dtype=model.dtype)
+        return FIT(fresh, data, self.method, seed=self.seed, progress=False, dtype=model.dtype)
 
     # ------------------------------------------------------------ prediction
     def _draw_indices(self, n, generator):

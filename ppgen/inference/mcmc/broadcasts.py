@@ -280,16 +280,21 @@ def split_small_last_dim(gm, most=4, least_rows=64):
     return count
 
 
+#: Running operations unrolled by :func:`unroll_short_cumsums`, and their step.
+_RUNNING = {aten.cumsum.default: aten.add.Tensor, aten.cumprod.default: aten.mul.Tensor}
+
+
 def unroll_short_cumsums(gm, most=16):
-    """Each ``cumsum`` of floats over a dimension of at most ``most`` elements (Pyro's
-    ordered transform, e.g. a mixture's ordered means) rewritten as slices and running
-    additions joined by ``cat``: TorchInductor fuses those into its C++ kernels, where a
+    """Each ``cumsum`` or ``cumprod`` of floats over a dimension of at most ``most``
+    elements (Pyro's ordered transform, e.g. a mixture's ordered means; the stick-breaking
+    transform of a Dirichlet's simplex) rewritten as slices and running additions
+    (products) joined by ``cat``: TorchInductor fuses those into its C++ kernels, where a
     CPU ``cumsum`` is a call back into ATen between kernels (which also keeps
-    :mod:`ppgen.inference.mcmc.native` from replaying the leaf). The same additions in
+    :mod:`ppgen.inference.mcmc.native` from replaying the leaf). The same operations in
     the same order; returns how many were rewritten."""
     graph, count = gm.graph, 0
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target is not aten.cumsum.default or not _floating(node):
+        if node.op != "call_function" or node.target not in _RUNNING or not _floating(node):
             continue
         shape = _shape(node)
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
@@ -301,7 +306,7 @@ def unroll_short_cumsums(gm, most=16):
             for k in range(shape[dim]):
                 piece = _shaped(graph.call_function(aten.slice.Tensor, (node.args[0], dim, k, k + 1)), one, node)
                 running.append(piece if k == 0 else
-                               _shaped(graph.call_function(aten.add.Tensor, (running[-1], piece)), one, node))
+                               _shaped(graph.call_function(_RUNNING[node.target], (running[-1], piece)), one, node))
             new = graph.call_function(aten.cat.default, (running, dim))
         _replace(graph, node, new)
         graph.erase_node(node)
