@@ -31,8 +31,13 @@ def chain_method(program, method):
         return "sequential"
     if method.chains == 1 or method.potential != "loop":
         return "vectorized"
-    # Lockstep chains over Pyro's potential wait for the deepest tree: slower than the same
-    # chains one after another, far slower than worker processes (bench_chain_methods.py).
+    return _apart()
+
+
+def _apart():
+    """How chains on Pyro's own potential run: lockstep chains would wait for the deepest
+    tree, slower than one after another, far slower than worker processes
+    (bench_chain_methods.py)."""
     return "parallel" if (os.cpu_count() or 1) > 1 else "sequential"
 
 
@@ -53,7 +58,7 @@ def run_chains(program, method, *, seed, progress, init_values=None, distributed
         try:
             *result, path = run_mcmc(program, method, **common)
         except ChainsApart as why:
-            resolved = "parallel" if (os.cpu_count() or 1) > 1 else "sequential"
+            resolved = _apart()
             log.info("%s: the potential is Pyro's own, chain by chain (%s); running the %d chains %s",
                      method.name.upper(), why, method.chains, "in worker processes" if resolved == "parallel"
                      else "one after another")
