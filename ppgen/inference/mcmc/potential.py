@@ -74,7 +74,6 @@ class FlatSite:
     stop: int
     unconstrained_shape: tuple  # one chain's unconstrained value
     shape: tuple  # one chain's constrained value
-    batch_shape: tuple
     to_constrained: object  # a torch Transform, unconstrained -> constrained
 
 
@@ -392,7 +391,7 @@ def _layout(program, init, transforms, chains):
         for n in unconstrained:
             size *= n
         sites.append(FlatSite(info.name, start, start + size, unconstrained, info.shape,
-                              info.batch_shape, transforms[info.name].inv))
+                              transforms[info.name].inv))
         start += size
     if chains == 1:
         for name in list(init):
