@@ -82,6 +82,9 @@ def _worker(rank, world, port, out):
         _check_errors(rank)
         _check_bayesnet()
         _check_hmm()
+        # Both ranks leave together: a rank that tears gloo down while its peer's last
+        # messages are in flight can abort the peer at exit (SIGABRT, seen once in CI).
+        tdist.barrier()
     finally:
         tdist.destroy_process_group()
 

@@ -33,6 +33,22 @@ def test_default_cache_is_created_private_under_ppgen_cache_dir(tmp_path, monkey
         assert stat.S_IMODE(os.lstat(path).st_mode) == 0o700
 
 
+def test_inductors_own_default_is_not_taken_for_the_users_choice(tmp_path, monkeypatch):
+    """Importing TorchInductor writes its shared ``<tmp>/torchinductor_<user>`` into
+    TORCHINDUCTOR_CACHE_DIR; ppgen still caches in its private folder, while a folder the
+    user did choose is kept."""
+    import torch._inductor.runtime.cache_dir_utils as inductor_dirs
+
+    monkeypatch.setenv("PPGEN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", inductor_dirs.default_cache_dir())
+    assert compile_cache.inductor_default() == compile_cache.Path(inductor_dirs.default_cache_dir())
+    assert compile_cache.use_private_cache() == tmp_path / "cache" / "inductor"
+    assert inductor_dirs.cache_dir() == str(tmp_path / "cache" / "inductor")
+    mine = tmp_path / "mine"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(mine))
+    assert compile_cache.use_private_cache() == mine
+
+
 def test_cache_root_follows_xdg_without_ppgen_cache_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("PPGEN_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

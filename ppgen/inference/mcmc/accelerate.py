@@ -33,7 +33,7 @@ import torch
 from .fallback import attempt
 from .free_running import compile_free_step
 from .lockstep import compile_lockstep
-from .native import NativeNUTS, compile_native_nuts
+from .native import NativeNUTS, compile_native_nuts, kept_native_nuts
 from .potential import Potential
 
 log = logging.getLogger("ppgen")
@@ -71,14 +71,18 @@ def accelerate(program: Any, method: Any, seed: int, init_strategy: Any) -> Acce
     chains = method.chains
     in_cpp = _cpp_wanted(program, method, long_run)
     potential = Potential(program, 1 if in_cpp else chains, mode=method.potential, init_strategy=init_strategy,
-                          compile_hint=long_run)
+                          compile_hint=long_run, compile=False)
     generator = torch.Generator(device=potential.initial.device).manual_seed(seed)
     native = None
-    if in_cpp and potential.mode == "compiled":
+    if in_cpp and potential.compiles[:1] == ["compiled"]:  # built by an earlier process?
+        native = kept_native_nuts(potential, method.max_tree_depth, generator)
+    if native is None:
+        potential.compile()
+    if native is None and in_cpp and potential.mode == "compiled":
         native, _ = attempt(lambda: compile_native_nuts(potential, method.max_tree_depth, generator),
                             "NUTS transitions: Python ({})")
-        if native is not None:
-            log.info("NUTS transitions: C++ (%d chain%s)", chains, "s" * (chains > 1))
+    if native is not None:
+        log.info("NUTS transitions: C++ (%d chain%s)", chains, "s" * (chains > 1))
     if native is None and potential.chains != chains:  # several chains, not in C++: batch them
         pyro.set_rng_seed(seed)
         potential = Potential(program, chains, mode=method.potential, init_strategy=init_strategy,

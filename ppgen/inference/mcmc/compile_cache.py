@@ -5,7 +5,9 @@ cache directory and loads them back on later runs; by default a folder under the
 system temporary directory, which another local user could create first and fill with
 libraries of their own. ppgen points TorchInductor at ``$PPGEN_CACHE_DIR/inductor``
 (default ``$XDG_CACHE_HOME/ppgen`` or ``~/.cache/ppgen``), created with mode ``0700``; a
-directory the user set in ``TORCHINDUCTOR_CACHE_DIR`` is used instead. Before anything is
+directory the user set in ``TORCHINDUCTOR_CACHE_DIR`` is used instead. Importing
+TorchInductor writes its shared default (``<tmp>/torchinductor_<user>``) into that variable
+itself, so that value is never taken for the user's choice. Before anything is
 compiled or loaded, the cache and the folders ppgen created for it must be real
 directories (not links), owned by the user and writable by no one else; otherwise
 the accelerators refuse (:class:`~.fallback.Refused`, logged at WARNING) and the fit goes on
@@ -14,8 +16,11 @@ without compiled code.
 
 from __future__ import annotations
 
+import getpass
 import os
+import re
 import stat
+import tempfile
 from pathlib import Path
 
 from .fallback import Unsafe
@@ -60,8 +65,18 @@ def use_private_cache() -> Path:
     ``TORCHINDUCTOR_CACHE_DIR`` (or that an earlier compile in this process set); returns
     the folder."""
     chosen = os.environ.get(INDUCTOR_ENV)
-    if chosen:
+    if chosen and Path(chosen).expanduser().absolute() != inductor_default():
         return private_directory(Path(chosen).expanduser().absolute())
     folder = private_directory(private_directory(cache_root()) / "inductor")
     os.environ[INDUCTOR_ENV] = str(folder)
     return folder
+
+
+def inductor_default() -> Path:
+    """TorchInductor's shared default cache, ``<tmp>/torchinductor_<user>``: the value its
+    import leaves in ``TORCHINDUCTOR_CACHE_DIR`` when the user set none."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, ModuleNotFoundError, OSError):
+        user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
+    return Path(tempfile.gettempdir()).absolute() / ("torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))

@@ -9,6 +9,7 @@ partition: what is left to Inductor is lowering and code generation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import types
 import warnings
@@ -76,8 +77,8 @@ def inductor_kernel(graph, example, check=False, lean=True):
                     expected = graph(*example)
             mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
             fake = [mode.from_tensor(t) for t in example]
-            with tracing(TracingContext(mode)), _inductor.config.patch(size_asserts=False,
-                                                                       alignment_asserts=False):
+            with tracing(TracingContext(mode)), trusting_cpu_flags(), _inductor.config.patch(
+                    size_asserts=False, alignment_asserts=False):
                 generated = compile_fx_inner(graph, fake).current_callable
                 call = _reusing_buffers(generated)
 
@@ -102,6 +103,23 @@ def inductor_kernel(graph, example, check=False, lean=True):
 
     kernel.lean = False
     return kernel
+
+
+def trusting_cpu_flags():
+    """A context in which TorchInductor takes the vector instructions the CPU reports
+    (``/proc/cpuinfo``) as usable, unless the user decided (``TORCHINDUCTOR_VEC_ISA_OK``).
+
+    Otherwise Inductor proves each instruction set in every process by compiling a probe
+    and loading it in a fresh Python subprocess: 1.5 s of a warm fit, 8 s of a cold one
+    (``benchmarks/bench_programs.py``). Where the compiler lacks what the CPU has, the
+    lean compile fails and :func:`inductor_kernel` compiles again the public way, which
+    probes as usual.
+    """
+    from torch._inductor import config
+
+    if config.cpp.vec_isa_ok is not None:
+        return contextlib.nullcontext()
+    return config.patch({"cpp.vec_isa_ok": True})
 
 
 def probed_inductor_kernel(function, example, agrees):

@@ -39,20 +39,23 @@ random numbers instead, which is how the tests check the two make the same trees
 from __future__ import annotations
 
 import ast
+import logging
 import re
 from importlib import resources
 
 import torch
 
+from . import kept
 from .compile_cache import use_private_cache
 from .fallback import Refused
-from .inductor import disagreement, with_globals
+from .inductor import disagreement, trusting_cpu_flags, with_globals
 from .integrator import State
 
 #: Global names a qualifying wrapper's ``call`` may use besides its kernels and constants.
 _PLAIN_NAMES = {"empty_strided_cpu", "reinterpret_tensor", "torch", "clear",
                 "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8",
                 "uint8", "bool"}
+log = logging.getLogger("ppgen")
 _REAL = {torch.float32: "float", torch.float64: "double"}
 _ENTRY = re.compile(r'extern\s+"C"\s+void\s+kernel\s*\(')
 
@@ -147,7 +150,8 @@ def compile_native_nuts(potential, max_tree_depth, generator):
         real = _REAL[z.dtype]
         argtypes = [f"const {real}*"] * 6 + ["const double*", "const int64_t*"] + ["int64_t"] * 5 + \
             [f"{real}*"] * 4 + ["double*"]
-        entry = CppPythonBindingsCodeCache.load_pybinding(argtypes, source)
+        with trusting_cpu_flags():  # the leaf's kernels were compiled so
+            entry = CppPythonBindingsCodeCache.load_pybinding(argtypes, source)
     except Refused:  # the generated wrapper does something the C++ driver does not replay
         raise
     except Exception as exc:  # noqa: BLE001 - Inductor internals or the C++ compiler: keep Python's loop
@@ -157,6 +161,34 @@ def compile_native_nuts(potential, max_tree_depth, generator):
     why = _check(native, leaf, potential)
     if why:
         raise Refused(why)
+    kept.keep(kept.key(potential.recorded, z.dtype), entry, program["constants"], program["thread_safe"])
+    return native
+
+
+def kept_native_nuts(potential, max_tree_depth, generator):
+    """The C++ transitions an earlier process built for this very recorded potential
+    (:mod:`.kept`), made the potential's compiled graph and leaf once they pass the checks
+    a fresh build passes (the leaf against the eager leapfrog step, the potential against
+    Pyro's at probe points); None where none is kept or it fails them."""
+    z = potential.initial
+    if z.shape[0] != 1 or z.dtype not in _REAL or z.device.type != "cpu" or potential.recorded is None:
+        return None
+    found = kept.load(kept.key(potential.recorded, z.dtype))
+    if found is None:
+        return None
+    entry, constants, thread_safe = found
+    native = NativeNUTS(entry, constants, max_tree_depth, 0, thread_safe=thread_safe)
+    native.reseed(generator)
+
+    def log_joint_and_grad(u):
+        value, grad = native.value_and_grad(u)
+        return -value, -grad
+
+    why = _check(native, potential._leaf_eager, potential) or potential.adopt(log_joint_and_grad, native.leaf)
+    if why:
+        log.info("NUTS: the kept C++ kernel is not used (%s); building it again", why)
+        kept.forget(kept.key(potential.recorded, z.dtype))
+        return None
     return native
 
 

@@ -51,6 +51,7 @@ import torch
 from pyro.infer.mcmc.util import initialize_model
 
 from ..recording import NotRecorded, batch, record
+from .compile_cache import use_private_cache
 from .fallback import Unsafe
 from .inductor import inductor_decompositions, inductor_kernel
 from .integrator import diagonal, leaf
@@ -91,11 +92,14 @@ class Potential:
         Pyro's initialisation strategy for the starting points.
     compile_hint : bool
         The run is long enough for TorchInductor's compile time (seconds) to pay off.
+    compile : bool
+        Compile now; ``False`` stops after recording, for the caller to :meth:`adopt` a
+        kernel built before or :meth:`compile`.
     """
 
-    def __init__(self, program, chains, mode="auto", init_strategy=None, compile_hint=False):
+    def __init__(self, program, chains, mode="auto", init_strategy=None, compile_hint=False, compile=True):
         self.program, self.chains = program, chains
-        self._leaf = None
+        self._leaf, self._one_chain, self._backends = None, None, []
         self.model = program.enumerated_model()
         self.nesting = program.max_plate_nesting
         self._init_kwargs = {} if init_strategy is None else {"init_strategy": init_strategy}
@@ -106,7 +110,47 @@ class Potential:
         self.dim = self.sites[-1].stop if self.sites else 0
         self.initial = self.flatten(init)
         self.mode, self.reason = self._choose(mode, compile_hint)
+        if compile:
+            self.compile()
+        else:
+            log.info("NUTS potential: %s%s", self.mode, f" ({self.reason})" if self.reason else "")
+
+    @property
+    def recorded(self):
+        """Pyro's one-chain potential as recorded (:mod:`~ppgen.inference.recording`), or None."""
+        return self._one_chain
+
+    @property
+    def compiles(self):
+        """The backends :meth:`compile` will try, in order (``[]``: none applies)."""
+        return list(self._backends)
+
+    def compile(self):
+        """Compile with the first backend that applies and passes the checks (else the
+        recorded graph runs as it is, ``"vectorized"``)."""
+        reasons = [self.reason] if self.reason else []
+        for backend in self._backends:
+            why = self._compile(backend)
+            if not why:
+                self.mode = backend
+                break
+            reasons.append(f"{backend}: {why}")
+            if self._explicit:
+                raise ValueError(f"potential mode {backend!r} does not apply: {why}")
+        self._backends = []
+        self.reason = "; ".join(reasons)
         log.info("NUTS potential: %s%s", self.mode, f" ({self.reason})" if self.reason else "")
+
+    def adopt(self, log_joint_and_grad, leaf):
+        """Use a kernel built by an earlier process as the compiled graph and leaf, once it
+        agrees with Pyro's potential at the probe points as a fresh compile must
+        (:func:`agrees_with_pyro`); ``""``, else why not (nothing changes then)."""
+        why = agrees_with_pyro(self, log_joint_and_grad)
+        if not why:
+            self._compiled, self._leaf, self.mode, self.reason, self._backends = \
+                log_joint_and_grad, leaf, "compiled", "", []
+            log.info("NUTS potential: compiled (kept from an earlier run)")
+        return why
 
     def starting_points(self, chains):
         """``(chains, D)`` starting points drawn as :attr:`initial` was (Pyro's
@@ -236,16 +280,9 @@ class Potential:
         if mode == "auto" and size > COMPILE_MAX_OPERATIONS:
             return "vectorized", (f"a graph of {size} operations (an enumerated chain unrolled): compiling it "
                                   "would take minutes")
-        backends = [mode] if mode != "auto" else (["compiled", "jit"] if compile_hint else ["jit"])
-        reasons = []
-        for backend in backends:
-            why = self._compile(backend)
-            if not why:
-                return backend, "; ".join(reasons)
-            reasons.append(f"{backend}: {why}")
-            if mode != "auto":
-                raise ValueError(f"potential mode {mode!r} does not apply: {why}")
-        return "vectorized", "; ".join(reasons)
+        self._explicit = mode != "auto"
+        self._backends = [mode] if mode != "auto" else (["compiled", "jit"] if compile_hint else ["jit"])
+        return "vectorized", ""
 
     def _leaf_eager(self, z, r, grad, rho, step, half_step, inverse):
         """One leapfrog step with a diagonal metric, and what NUTS needs of the new point:
@@ -276,6 +313,12 @@ class Potential:
         c, z = self.chains, self.initial
         leaf_args = (z, torch.zeros_like(z), torch.zeros_like(z), torch.zeros_like(z),
                      z.new_full((c, 1), 0.1), z.new_full((c, 1), 0.05), torch.ones_like(z))
+        if backend == "compiled":
+            try:  # before TorchInductor is imported: its import settles where it caches
+                use_private_cache()
+            except Unsafe as exc:
+                log.warning("NUTS potential: not compiled: %s", exc)
+                return str(exc)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
