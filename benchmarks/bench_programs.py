@@ -90,6 +90,13 @@ def _numpyro_models():
         import numpyro.distributions as nd
     except ImportError:
         return {}
+    try:
+        from numpyro.contrib.funsor import config_enumerate, markov
+        from numpyro.ops.indexing import Vindex
+
+        enumerates = True
+    except ImportError:
+        enumerates = False
 
     def schools_vector(J, sigma, y):
         mu = numpyro.sample("mu", nd.Normal(0.0, 5.0))
@@ -135,6 +142,24 @@ def _numpyro_models():
         probs = numpyro.sample("probs", nd.Dirichlet(jnp.ones(counts.shape[-1])))
         numpyro.sample("counts", nd.Multinomial(int(counts.sum()), probs), obs=counts)
 
+    @config_enumerate
+    def mixture_indexing(y):
+        weights = numpyro.sample("weights", nd.Dirichlet(jnp.ones(2)))
+        locs = numpyro.sample("locs", nd.Normal(0.0, 5.0).expand([2]).to_event(1))
+        scale = numpyro.sample("scale", nd.LogNormal(0.0, 1.0))
+        with numpyro.plate("data", len(y)):
+            z = numpyro.sample("z", nd.Categorical(weights))
+            numpyro.sample("obs", nd.Normal(locs[z], scale), obs=y)
+
+    def hmm_markov(y):
+        transition = numpyro.sample("transition", nd.Dirichlet(jnp.ones((2, 2)) + 2 * jnp.eye(2)).to_event(1))
+        locs = numpyro.sample("locs", nd.Normal(jnp.array([-1.0, 1.0]), 1.0).to_event(1))
+        z = 0
+        for t in markov(range(len(y))):
+            z = numpyro.sample(f"z_{t}", nd.Categorical(Vindex(transition)[..., z, :]),
+                               infer={"enumerate": "parallel"})
+            numpyro.sample(f"y_{t}", nd.Normal(Vindex(locs)[..., z], 0.5), obs=y[t])
+
     def robust_regression(x, y):
         a = numpyro.sample("a", nd.Normal(0.0, 5.0))
         b = numpyro.sample("b", nd.Normal(0.0, 5.0))
@@ -143,19 +168,26 @@ def _numpyro_models():
         with numpyro.plate("data", len(x)):
             numpyro.sample("y", nd.StudentT(nu, a + b * x, sigma), obs=y)
 
-    return {f.__name__: f for f in (schools_vector, schools_plate, logistic_matmul, nested_plates,
-                                    obs_mask_regression, lkj_cholesky, dirichlet_multinomial, robust_regression)}
+    models = (schools_vector, schools_plate, logistic_matmul, nested_plates, obs_mask_regression, lkj_cholesky,
+              dirichlet_multinomial, robust_regression)
+    if enumerates:  # NumPyro enumerates discrete sites through funsor
+        models += (mixture_indexing, hmm_markov)
+    return {f.__name__: f for f in models}
 
 
 NUMPYRO = _numpyro_models()
 
 
 # ---------------------------------------------------------------- the parent
-def fresh_process(engine, name, warmup, draws, env):
-    """Wall seconds from process start, the minimum bulk ESS, and ppgen's path."""
+def fresh_process(engine, name, warmup, draws, env, limit):
+    """Wall seconds from process start, the minimum bulk ESS, and ppgen's path; a run still
+    going after ``limit`` seconds is stopped."""
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--one", engine, name, str(warmup), str(draws)],
-                         env=env, capture_output=True, text=True, timeout=3600)
+    try:
+        out = subprocess.run([sys.executable, __file__, "--one", engine, name, str(warmup), str(draws)],
+                             env=env, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return {"stopped": limit}
     seconds = time.perf_counter() - start
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
@@ -171,19 +203,22 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--no-pyro", action="store_true", help="skip plain Pyro (minutes per program)")
+    parser.add_argument("--limit", type=float, default=600.0, help="seconds before a run is stopped")
     args = parser.parse_args()
     warmup = draws = 50 if args.quick else 1000
     rows, raw = [], {}
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "PPGEN_CACHE_DIR": cache, "OMP_NUM_THREADS": "1"}
         for name in args.programs:
-            runs = {"ppgen cold": fresh_process("ppgen", name, warmup, draws, env),
-                    "ppgen warm": fresh_process("ppgen", name, warmup, draws, env)}
+            def run(engine, name=name):
+                return fresh_process(engine, name, warmup, draws, env, args.limit)
+
+            runs = {"ppgen cold": run("ppgen"), "ppgen warm": run("ppgen")}
             if not args.no_pyro:
-                runs["pyro"] = fresh_process("pyro", name, warmup, draws, env)
+                runs["pyro"] = run("pyro")
             if name in NUMPYRO:
-                runs["numpyro first"] = fresh_process("numpyro", name, warmup, draws, env)
-                runs["numpyro second"] = fresh_process("numpyro", name, warmup, draws, env)
+                runs["numpyro first"] = run("numpyro")
+                runs["numpyro second"] = run("numpyro")
             raw[name] = runs
             print(name, json.dumps(runs), flush=True)
             rows.append(_row(name, runs))
@@ -195,7 +230,8 @@ def main():
         f"One chain, {warmup} warm-up + {draws} draws, float32, one thread, each run a fresh process (wall time "
         "from its start: interpreter, imports, building, sampling). ESS: minimum bulk ESS over every "
         "scalar of the latent sites. Cold: an empty ppgen compile cache; warm: the same cache again. "
-        "Ratios are of ESS/s.", "",
+        f"Ratios are of ESS/s. A run still going after {args.limit:.0f} s was stopped (`> {args.limit:.0f} s`).",
+        "",
         table(columns, rows)])
     print(text)
     if not args.no_write and not args.quick:
@@ -205,6 +241,8 @@ def main():
 def _cell(run):
     if not run:
         return "-"
+    if "stopped" in run:
+        return f"> {run['stopped']:.0f} s (stopped)"
     if "error" in run:
         return f"failed: {run['error'][:60]}"
     return f"{run['seconds']:.1f}, {run['ess'] / run['seconds']:.1f}"

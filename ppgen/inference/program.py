@@ -56,6 +56,11 @@ class SiteInfo:
     ``observed_entries``: for an observed site under a mask (``obs_mask``,
     ``poutine.mask``) that leaves some entries out, the flat indices (into its batch
     shape) of the entries it observes; None where it observes all.
+
+    ``missing_entries`` and ``filled``: for the latent half ``y_unobserved`` of a site
+    ``y`` observed with ``obs_mask`` (elementwise, no event dimensions), the flat indices
+    of the entries really missing, and ``y_observed``'s value (the data, whose observed
+    entries stand in for the others, which have no density and no effect).
     """
 
     name: str
@@ -64,6 +69,8 @@ class SiteInfo:
     support: object
     batch_shape: tuple = ()
     observed_entries: torch.Tensor | None = None
+    missing_entries: torch.Tensor | None = None
+    filled: torch.Tensor | None = None
 
 
 @dataclass
@@ -128,6 +135,21 @@ class Program:
             else:
                 self.latent[site["name"]] = info
         self.max_plate_nesting = nesting
+        self._find_imputed(trace)
+
+    def _find_imputed(self, trace):
+        """Mark the latent halves of ``obs_mask`` sites (see :class:`SiteInfo`)."""
+        for name, info in self.latent.items():
+            base = name.removesuffix("_unobserved")
+            observed = trace.nodes.get(f"{base}_observed")
+            site = trace.nodes[name]
+            if (base == name or observed is None or not observed["is_observed"] or site["mask"] is None
+                    or info.discrete or site["fn"].event_dim or info.shape != info.batch_shape):
+                continue
+            missing = torch.as_tensor(site["mask"], dtype=torch.bool).expand(info.batch_shape).reshape(-1)
+            if not bool(missing.all()):
+                info.missing_entries = missing.nonzero().squeeze(-1)
+                info.filled = observed["value"].detach()
 
     # ------------------------------------------------------------ site groups
     @property

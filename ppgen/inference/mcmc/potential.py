@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
 
 import torch
 from pyro.infer.mcmc.util import initialize_model
@@ -55,6 +54,7 @@ from .compile_cache import use_private_cache
 from .fallback import Unsafe
 from .inductor import inductor_decompositions, inductor_kernel
 from .integrator import diagonal, leaf
+from .layout import lay_out
 
 log = logging.getLogger("ppgen")
 
@@ -64,18 +64,6 @@ MODES = ("compiled", "jit", "vectorized", "loop")
 #: enumeration of a long ``pyro.markov`` chain, unrolled step by step) runs as recorded: its
 #: TorchScript build takes over a minute at 15,000 operations, TorchInductor's far longer.
 COMPILE_MAX_OPERATIONS = 4000
-
-
-@dataclass
-class FlatSite:
-    """Where one latent site lives in the flat vector, and how to map it back."""
-
-    name: str
-    start: int
-    stop: int
-    unconstrained_shape: tuple  # one chain's unconstrained value
-    shape: tuple  # one chain's constrained value
-    to_constrained: object  # a torch Transform, unconstrained -> constrained
 
 
 class Potential:
@@ -106,7 +94,7 @@ class Potential:
         init, self._pyro_potential, transforms, _ = initialize_model(
             self.model, model_kwargs=program.kwargs, max_plate_nesting=self.nesting,
             num_chains=chains, **self._init_kwargs)
-        self.sites = _layout(program, init, transforms, chains)
+        self.sites = lay_out(program, init, transforms, chains)
         self.dim = self.sites[-1].stop if self.sites else 0
         self.initial = self.flatten(init)
         self.mode, self.reason = self._choose(mode, compile_hint)
@@ -157,19 +145,19 @@ class Potential:
         ``initialize_model`` with the same strategy, from Pyro's random state now)."""
         init = initialize_model(self.model, model_kwargs=self.program.kwargs, max_plate_nesting=self.nesting,
                                 num_chains=chains, **self._init_kwargs)[0]
-        return torch.cat([init[s.name].reshape(chains, -1) for s in self.sites], -1).detach()
+        return torch.cat([s.sampled(init[s.name].reshape(chains, -1)) for s in self.sites], -1).detach()
 
     # ------------------------------------------------------------ layout
     def flatten(self, values):
         """``{site: (C, *unconstrained shape)}`` -> ``(C, D)``."""
-        return torch.cat([values[s.name].reshape(self.chains, -1) for s in self.sites], -1).detach()
+        return torch.cat([s.sampled(values[s.name].reshape(self.chains, -1)) for s in self.sites], -1).detach()
 
     def unflatten(self, u):
         """``(..., D)`` unconstrained -> ``{site: (..., *constrained shape)}``."""
         lead = u.shape[:-1]
         out = {}
         for site in self.sites:
-            piece = u[..., site.start:site.stop].reshape(lead + site.unconstrained_shape)
+            piece = site.full(u[..., site.start:site.stop])
             out[site.name] = site.to_constrained(piece).reshape(lead + site.shape)
         return out
 
@@ -220,7 +208,7 @@ class Potential:
             # some operations): the graph holds the very operations Pyro's potential runs.
             u = u.detach().requires_grad_(True)
             with torch.enable_grad():
-                value = -potential({s.name: u[s.start:s.stop].reshape(s.unconstrained_shape) for s in sites})
+                value = -potential({s.name: s.full(u[s.start:s.stop]) for s in sites})
                 (grad,) = torch.autograd.grad(value, u)
             return value.detach(), grad
 
@@ -239,7 +227,7 @@ class Potential:
         for c in range(u.shape[0]):
             params = {}
             for site in self.sites:
-                params[site.name] = u[c, site.start:site.stop].reshape(site.unconstrained_shape)
+                params[site.name] = site.full(u[c, site.start:site.stop])
             if tolerant:
                 try:
                     value, gradient = self._loop(u[c:c + 1])
@@ -254,8 +242,8 @@ class Potential:
                     value = self._pyro_potential(params)
                     pieces = torch.autograd.grad(value, [params[s.name] for s in self.sites],
                                                  allow_unused=True)
-                grads.append(torch.cat([(g if g is not None else torch.zeros_like(params[s.name]))
-                                        .reshape(-1) for g, s in zip(pieces, self.sites)]))
+                grads.append(torch.cat([s.sampled((g if g is not None else torch.zeros_like(params[s.name]))
+                                                  .reshape(-1)) for g, s in zip(pieces, self.sites)]))
             else:
                 with torch.no_grad():
                     value = self._pyro_potential(params)
@@ -422,21 +410,3 @@ def agrees_with_pyro(potential, graph):
 
 def close_enough(a, b, tol):
     return bool(torch.allclose(a, b, rtol=tol, atol=tol * (1 + float(b.abs().max())), equal_nan=True))
-
-
-def _layout(program, init, transforms, chains):
-    sites, start = [], 0
-    for info in program.continuous_sites:
-        if info.name not in init:
-            continue
-        unconstrained = tuple(init[info.name].shape[1:]) if chains > 1 else tuple(init[info.name].shape)
-        size = 1
-        for n in unconstrained:
-            size *= n
-        sites.append(FlatSite(info.name, start, start + size, unconstrained, info.shape,
-                              transforms[info.name].inv))
-        start += size
-    if chains == 1:
-        for name in list(init):
-            init[name] = init[name].unsqueeze(0)
-    return sites
