@@ -48,7 +48,7 @@ def _fit(caplog, values, seed=0):
 
 
 def _key(values):
-    return kept.key(Potential(Program.build(schools, values), 1, compile=False).recorded, torch.float32)
+    return kept.key(Potential(Program.build(schools, values), 1, build=False))
 
 
 def test_a_second_fit_loads_the_kept_kernel_and_draws_the_same(cache, caplog, monkeypatch):
@@ -97,4 +97,31 @@ def test_an_entry_of_other_data_fails_the_checks_and_is_not_used(cache, caplog):
     assert not loaded
     assert "the kept C++ kernel is not used" in caplog.text
     _, loaded = _fit(caplog, data())  # the refused entry was replaced by a right one
+    assert loaded
+
+
+def schools_edited(J, sigma, y):  # one sign changed: the same sites, shapes and data
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    eta = pyro.sample("eta", dist.Normal(torch.zeros(J), 1.0).to_event(1))
+    pyro.sample("obs", dist.Normal(mu - tau * eta, sigma).to_event(1), obs=y)
+
+
+def test_the_key_follows_the_formula_the_data_and_the_dtype_not_the_random_state(cache):
+    program = Program.build(schools, data())
+    first = kept.key(Potential(program, 1, build=False))
+    torch.manual_seed(123)  # the fingerprint draws from its own fixed seed
+    assert kept.key(Potential(program, 1, build=False)) == first
+    assert kept.key(Potential(Program.build(schools_edited, data()), 1, build=False)) != first
+    assert kept.key(Potential(Program.build(schools, data(shift=1e-3)), 1, build=False)) != first
+    program64 = Program.build(schools, {k: v.double() if torch.is_tensor(v) else v for k, v in data().items()})
+    assert kept.key(Potential(program64, 1, build=False)) != first
+
+
+def test_a_warm_fit_records_nothing(cache, caplog, monkeypatch):
+    """A kept kernel is found from the program's fingerprint alone: the second fit neither
+    records the potential nor compiles."""
+    _fit(caplog, data())
+    monkeypatch.setattr("ppgen.inference.mcmc.potential.record", lambda *a: pytest.fail("recorded again"))
+    _, loaded = _fit(caplog, data())
     assert loaded

@@ -19,7 +19,7 @@ import ppgen
 from ppgen.diagnostics import compare, loo
 from ppgen.diagnostics.summary import without_numba
 from ppgen.errors import ModelError
-from ppgen.inference import MAP, NUTS, SVI
+from ppgen.inference import MAP, NUTS, SVI, Exact
 from ppgen.inference.program import Program
 
 from .corpus import PROGRAMS, data
@@ -100,6 +100,10 @@ def test_every_method_reaches_arviz_loo_and_compare(name, float64):
     pyro.clear_param_store()
     fits = {"svi": ppgen.fit(PROGRAMS[name][0], data(name), SVI(num_steps=100), seed=0, progress=False)}
     fits["map"] = ppgen.fit(PROGRAMS[name][0], data(name), MAP(num_steps=100), seed=0, progress=False)
+    if "enumerated" in PROGRAMS[name][2]:  # Exact applies: the discrete sites given the MAP point
+        fits["exact"] = ppgen.fit(PROGRAMS[name][0], data(name), Exact(params=fits["map"], num_samples=40),
+                                  seed=0, progress=False)
+        assert fits["exact"].posterior_predictive()  # the discrete draws replayed through the model
     for fit in fits.values():
         idata = fit.to_arviz()
         assert "log_likelihood" in idata.groups() and "posterior_predictive" in idata.groups()

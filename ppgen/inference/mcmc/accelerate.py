@@ -71,13 +71,13 @@ def accelerate(program: Any, method: Any, seed: int, init_strategy: Any) -> Acce
     chains = method.chains
     in_cpp = _cpp_wanted(program, method, long_run)
     potential = Potential(program, 1 if in_cpp else chains, mode=method.potential, init_strategy=init_strategy,
-                          compile_hint=long_run, compile=False)
+                          compile_hint=long_run, build=False)
     generator = torch.Generator(device=potential.initial.device).manual_seed(seed)
     native = None
-    if in_cpp and potential.compiles[:1] == ["compiled"]:  # built by an earlier process?
+    if in_cpp and potential.may_compile:  # built by an earlier process? (nothing recorded yet)
         native = kept_native_nuts(potential, method.max_tree_depth, generator)
     if native is None:
-        potential.compile()
+        potential.build()
     if native is None and in_cpp and potential.mode == "compiled":
         native, _ = attempt(lambda: compile_native_nuts(potential, method.max_tree_depth, generator),
                             "NUTS transitions: Python ({})")

@@ -7,11 +7,15 @@ the user's private cache (``<cache>/nuts/<key>/``, :mod:`.compile_cache`) with t
 tensors its kernels read (the data as Inductor laid them out); a later fit of the same
 program loads it directly, without importing TorchInductor.
 
-The key is a SHA-256 of everything the library depends on: the recorded one-chain
-potential (its code, and every constant tensor's dtype, shape and bytes: the data), the
-working dtype, PyTorch's and Python's versions, the machine and ppgen's C++ driver. A
-loaded kernel is checked as a freshly built one is (:func:`.native.kept_native_nuts`),
-so a stale or damaged entry is never sampled with. Entries are written to a temporary
+The key is a SHA-256 of what the library depends on, computed without recording (so a
+warm fit neither records nor imports TorchInductor): the program's fingerprint (one run
+of the model from a fixed seed: every site's distribution with the tensors it holds, its
+value, scale, mask and plates; the data are in them), the flat layout, the working
+dtype, PyTorch's and Python's versions, the machine and ppgen's C++ driver. The key
+decides which kernel is tried, never whether it is used: a loaded kernel is checked as
+a freshly built one is, against Pyro's own potential at the start and probe points and
+against the eager leapfrog step (:func:`.native.kept_native_nuts`), so a stale, damaged
+or colliding entry is never sampled with. Entries are written to a temporary
 folder and renamed into place (a crash leaves no half entry); tensors are read back with
 ``torch.load(weights_only=True)``. An entry that cannot be loaded or fails the checks is
 removed, and the next build keeps a new one.
@@ -41,22 +45,67 @@ log = logging.getLogger("ppgen")
 FORMAT = 1
 
 
-def key(graph: torch.fx.GraphModule, dtype: torch.dtype) -> str:
-    """The SHA-256 naming the kernel built from the recorded potential ``graph`` in ``dtype``."""
+def key(potential) -> str:
+    """The SHA-256 naming the kernel of ``potential`` (a :class:`~.potential.Potential`),
+    from the program's fingerprint (:func:`fingerprint`), the flat layout, the dtype, the
+    versions and the C++ driver: no recording needed, so a kept kernel loads before
+    anything is recorded."""
     digest = hashlib.sha256()
     driver = resources.files("ppgen.inference.mcmc").joinpath("native_nuts.cpp").read_bytes()
     for part in (str(FORMAT), torch.__version__, sys.version, platform.machine(), platform.processor(),
-                 str(dtype), graph.code):
+                 str(potential.initial.dtype), str(potential.dim)):
         digest.update(part.encode() + b"\0")
     digest.update(driver)
-    for node in graph.graph.nodes:
-        if node.op == "get_attr":
-            value = getattr(graph, node.target)
-            if isinstance(value, torch.Tensor):
-                flat = value.detach().cpu().contiguous().reshape(-1)
-                digest.update(f"{node.target} {value.dtype} {tuple(value.shape)}".encode())
-                digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    for site in potential.sites:
+        _update(digest, (site.name, site.start, site.stop, site.unconstrained_shape, site.shape, site.free,
+                         site.held, site.to_constrained))
+    fingerprint(potential.program.model, potential.program.kwargs, digest)
     return digest.hexdigest()
+
+
+def fingerprint(model, kwargs: dict, digest) -> None:
+    """Feed ``digest`` what one run of ``model`` shows, drawn from a fixed seed: every
+    site's name, kind, distribution (its class and every tensor it holds, nested
+    distributions included: a formula changed anywhere upstream of a site changes them),
+    value, scale, mask, plates and ``infer`` settings, in order. Pyro's and PyTorch's
+    random states are left as they were."""
+    import pyro
+    import pyro.poutine as poutine
+
+    with torch.random.fork_rng(), poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
+        torch.manual_seed(0)
+        trace = poutine.trace(model).get_trace(**kwargs)
+    for name, site in trace.nodes.items():
+        if site["type"] not in ("sample", "param"):
+            continue
+        frames = [(f.name, f.size, f.dim) for f in site.get("cond_indep_stack", ())]
+        infer = sorted((k, repr(v)) for k, v in (site.get("infer") or {}).items())
+        _update(digest, (name, site["type"], site.get("is_observed"), site.get("fn"), site["value"],
+                         site.get("scale"), site.get("mask"), frames, infer))
+
+
+def _update(digest, value, depth=0) -> None:
+    """Feed ``digest`` a description of ``value``: tensors by dtype, shape and bytes;
+    numbers, strings and containers by value; distributions and transforms by class and
+    their attributes, recursively."""
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"T{value.dtype}{tuple(value.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    elif value is None or isinstance(value, (bool, int, float, str)):
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
+    elif isinstance(value, (tuple, list)):
+        digest.update(f"[{len(value)}".encode())
+        for item in value:
+            _update(digest, item, depth)
+    elif depth < 8 and hasattr(value, "__dict__"):  # a distribution, a transform, a constraint
+        digest.update(f"<{type(value).__module__}.{type(value).__qualname__}".encode())
+        for attr, item in sorted(vars(value).items()):
+            if isinstance(item, (torch.Tensor, bool, int, float, str, tuple, list)) or hasattr(item, "__dict__"):
+                digest.update(attr.encode())
+                _update(digest, item, depth + 1)
+    else:
+        digest.update(f"<{type(value).__qualname__}>".encode())
 
 
 def _folder() -> Path:

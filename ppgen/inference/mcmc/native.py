@@ -161,7 +161,7 @@ def compile_native_nuts(potential, max_tree_depth, generator):
     why = _check(native, leaf, potential)
     if why:
         raise Refused(why)
-    kept.keep(kept.key(potential.recorded, z.dtype), entry, program["constants"], program["thread_safe"])
+    kept.keep(kept.key(potential), entry, program["constants"], program["thread_safe"])
     return native
 
 
@@ -171,9 +171,10 @@ def kept_native_nuts(potential, max_tree_depth, generator):
     a fresh build passes (the leaf against the eager leapfrog step, the potential against
     Pyro's at probe points); None where none is kept or it fails them."""
     z = potential.initial
-    if z.shape[0] != 1 or z.dtype not in _REAL or z.device.type != "cpu" or potential.recorded is None:
+    if z.shape[0] != 1 or z.dtype not in _REAL or z.device.type != "cpu" or not potential.sites:
         return None
-    found = kept.load(kept.key(potential.recorded, z.dtype))
+    name = kept.key(potential)
+    found = kept.load(name)
     if found is None:
         return None
     entry, constants, thread_safe = found
@@ -187,7 +188,7 @@ def kept_native_nuts(potential, max_tree_depth, generator):
     why = _check(native, potential._leaf_eager, potential) or potential.adopt(log_joint_and_grad, native.leaf)
     if why:
         log.info("NUTS: the kept C++ kernel is not used (%s); building it again", why)
-        kept.forget(kept.key(potential.recorded, z.dtype))
+        kept.forget(name)
         return None
     return native
 

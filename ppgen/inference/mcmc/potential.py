@@ -80,14 +80,19 @@ class Potential:
         Pyro's initialisation strategy for the starting points.
     compile_hint : bool
         The run is long enough for TorchInductor's compile time (seconds) to pay off.
-    compile : bool
-        Compile now; ``False`` stops after recording, for the caller to :meth:`adopt` a
-        kernel built before or :meth:`compile`.
+    build : bool
+        Record and compile now; ``False`` stops after the layout and the starting point
+        (the potential is then Pyro's own, ``"loop"``), for the caller to :meth:`adopt` a
+        kernel built before, or :meth:`build`.
     """
 
-    def __init__(self, program, chains, mode="auto", init_strategy=None, compile_hint=False, compile=True):
+    def __init__(self, program, chains, mode="auto", init_strategy=None, compile_hint=False, build=True):
+        if mode not in ("auto",) + MODES:
+            raise ValueError(f"mode={mode!r}: choose 'auto' or one of {MODES}")
         self.program, self.chains = program, chains
         self._leaf, self._one_chain, self._backends = None, None, []
+        self._asked, self._hint = mode, compile_hint
+        self.mode, self.reason = "loop", "not built yet"
         self.model = program.enumerated_model()
         self.nesting = program.max_plate_nesting
         self._init_kwargs = {} if init_strategy is None else {"init_strategy": init_strategy}
@@ -97,25 +102,20 @@ class Potential:
         self.sites = lay_out(program, init, transforms, chains)
         self.dim = self.sites[-1].stop if self.sites else 0
         self.initial = self.flatten(init)
-        self.mode, self.reason = self._choose(mode, compile_hint)
-        if compile:
-            self.compile()
-        else:
-            log.info("NUTS potential: %s%s", self.mode, f" ({self.reason})" if self.reason else "")
+        if build:
+            self.build()
 
     @property
-    def recorded(self):
-        """Pyro's one-chain potential as recorded (:mod:`~ppgen.inference.recording`), or None."""
-        return self._one_chain
+    def may_compile(self):
+        """Whether :meth:`build` would try TorchInductor (the mode asked for, or ``"auto"``
+        in a long run), before anything is recorded."""
+        return self._asked == "compiled" or (self._asked == "auto" and self._hint)
 
-    @property
-    def compiles(self):
-        """The backends :meth:`compile` will try, in order (``[]``: none applies)."""
-        return list(self._backends)
-
-    def compile(self):
-        """Compile with the first backend that applies and passes the checks (else the
-        recorded graph runs as it is, ``"vectorized"``)."""
+    def build(self):
+        """Record Pyro's potential and compile it with the first backend that applies and
+        passes the checks (else the recording runs as it is, ``"vectorized"``, or Pyro's
+        own potential where nothing is recorded, ``"loop"``)."""
+        self.mode, self.reason = self._choose(self._asked, self._hint)
         reasons = [self.reason] if self.reason else []
         for backend in self._backends:
             why = self._compile(backend)
@@ -190,6 +190,9 @@ class Potential:
     def _log_joint_and_grad(self, u):
         """The log joint of every chain and its gradient, ``(C, D) -> (C,), (C, D)``: the
         recorded one-chain graph, batched over several chains by ``torch.func.vmap``."""
+        if self._one_chain is None:  # not recorded (yet): Pyro's own, chain by chain
+            value, grad = self._loop(u)
+            return -value, -grad
         if self.chains == 1:  # Pyro's operations as they are: one chain's potential bit for bit
             value, grad = self._one_chain(u[0])
             return value.unsqueeze(0), grad.unsqueeze(0)
@@ -253,8 +256,6 @@ class Potential:
 
     # ------------------------------------------------------------ choosing a mode
     def _choose(self, mode, compile_hint):
-        if mode not in ("auto",) + MODES:
-            raise ValueError(f"mode={mode!r}: choose 'auto' or one of {MODES}")
         if mode == "loop":
             return "loop", ""
         reason = self._record()
@@ -302,7 +303,7 @@ class Potential:
         leaf_args = (z, torch.zeros_like(z), torch.zeros_like(z), torch.zeros_like(z),
                      z.new_full((c, 1), 0.1), z.new_full((c, 1), 0.05), torch.ones_like(z))
         if backend == "compiled":
-            try:  # before TorchInductor is imported: its import settles where it caches
+            try:  # before TorchInductor writes anything
                 use_private_cache()
             except Unsafe as exc:
                 log.warning("NUTS potential: not compiled: %s", exc)
