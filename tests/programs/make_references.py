@@ -48,10 +48,16 @@ def reference(name):
     return out
 
 
+#: Programs whose reference is another's: ``obs_mask`` leaves Pyro's NUTS a latent whose
+#: entries at observed positions have no density (every tree at the maximum depth, hours
+#: for this run); its (a, b, sigma) posterior is the ``poutine.mask`` program's.
+SAME_POSTERIOR = {"obs_mask_regression": "poutine_mask_regression"}
+
+
 def main(names):
     torch.set_default_dtype(torch.float64)
     table = json.loads(OUT.read_text()) if OUT.exists() else {}
-    for name in names or [n for n, p in PROGRAMS.items() if "params" not in p[2]]:
+    for name in names or [n for n, p in PROGRAMS.items() if "params" not in p[2] and n not in SAME_POSTERIOR]:
         table[name] = reference(name)
         print(f"{name}: {table[name]['seconds']:.0f} s", flush=True)
         OUT.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
