@@ -7,10 +7,13 @@ Run:  nice python benchmarks/bench_programs.py                 (the default prog
 The programs are the test corpus (``tests/programs/corpus.py``: Pyro programs written the
 ways users write them). Every run is a fresh process, one chain, 1000 warm-up + 1000 kept
 draws, float32, one thread; its wall time counts the interpreter's start, the imports,
-building the potential (recording, compiling) and sampling. ppgen runs twice: with an empty
-compile cache (``PPGEN_CACHE_DIR`` a new folder: "cold") and again with that cache
-("warm"). NumPyro runs where the program translates directly (written below), twice, as
-its own JIT cache does not persist across processes. Efficiency: the minimum bulk ESS
+building the potential (recording, compiling) and sampling. ppgen runs twice: the
+program's first fit ("cold": ppgen's cache, ``PPGEN_CACHE_DIR`` a new folder for the
+whole run, holds no kernel of it; the first program's cold run starts from an empty
+cache, later ones find TorchInductor's one-off host checks done, as any user's second
+program does) and its second fit ("warm": the kernel kept by the first). NumPyro runs
+where the program translates directly (written below), twice, as its own JIT cache does
+not persist across processes. Efficiency: the minimum bulk ESS
 (``arviz.ess``, computed by the parent from the saved draws, so ArviZ's import is not
 timed) over every scalar of the latent sites, per second of that wall time.
 """
@@ -235,7 +238,8 @@ def main():
         header(sys.argv, ("torch", "pyro", "numpyro", "jax")), "",
         f"One chain, {warmup} warm-up + {draws} draws, float32, one thread, each run a fresh process (wall time "
         "from its start: interpreter, imports, building, sampling). ESS: minimum bulk ESS over every "
-        "scalar of the latent sites. Cold: an empty ppgen compile cache; warm: the same cache again. "
+        "scalar of the latent sites. Cold: the program's first fit (its kernels built; the first row's from an "
+        "empty cache); warm: its second fit (the kept kernel). "
         f"Ratios are of ESS/s. A run still going after {args.limit:.0f} s was stopped (`> {args.limit:.0f} s`).",
         "",
         table(columns, rows)])
