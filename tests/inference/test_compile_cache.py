@@ -118,3 +118,19 @@ def test_fit_with_an_unsafe_cache_compiles_nothing_and_still_samples(tmp_path, m
     assert chosen and chosen[-1].startswith("NUTS potential: jit")  # 1000 transitions would have compiled
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(str(shared) in message and "another user" in message for message in warned), warned
+
+
+def test_a_compiled_fit_uses_no_shared_precompiled_header(tmp_path, monkeypatch):
+    """TorchInductor keeps precompiled headers under its shared ``<tmp>/torchinductor_<user>``
+    whatever TORCHINDUCTOR_CACHE_DIR says; ppgen's compiles (the leaf and the C++
+    transitions, from an empty private cache) never ask for one."""
+    import torch._inductor.codecache as codecache
+
+    monkeypatch.setenv("PPGEN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setattr(codecache, "_precompile_header", lambda *a, **k: pytest.fail("a shared header was used"))
+    y = torch.tensor([0.5, 1.5, 1.0, 0.2, 0.9])
+    fit = ppgen.fit(normal_mean, {"y": y}, NUTS(num_samples=30, warmup=30, potential="compiled"), seed=0,
+                    progress=False)
+    assert fit.path["potential"] == "compiled" and fit.path["transitions"] == "c++", fit.path
+    assert any((tmp_path / "cache" / "inductor").iterdir()) and any((tmp_path / "cache" / "nuts").iterdir())

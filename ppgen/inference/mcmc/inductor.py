@@ -9,7 +9,6 @@ partition: what is left to Inductor is lowering and code generation.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import types
 import warnings
@@ -77,7 +76,7 @@ def inductor_kernel(graph, example, check=False, lean=True):
                     expected = graph(*example)
             mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
             fake = [mode.from_tensor(t) for t in example]
-            with tracing(TracingContext(mode)), trusting_cpu_flags(), _inductor.config.patch(
+            with tracing(TracingContext(mode)), build_settings(), _inductor.config.patch(
                     size_asserts=False, alignment_asserts=False):
                 generated = compile_fx_inner(graph, fake).current_callable
                 call = _reusing_buffers(generated)
@@ -95,7 +94,7 @@ def inductor_kernel(graph, example, check=False, lean=True):
             log.debug("NUTS potential: the recorded graph writes into an input; compiling it the usual way")
     except Exception as exc:  # noqa: BLE001 - any failure of the internal path: the public one
         log.debug("NUTS potential: Inductor's inner compile failed (%s); compiling it the usual way", exc)
-    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
+    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))), build_settings(trust_cpu=False):
         compiled = _inductor.compile(graph, list(example))
 
     def kernel(*args):
@@ -105,21 +104,26 @@ def inductor_kernel(graph, example, check=False, lean=True):
     return kernel
 
 
-def trusting_cpu_flags():
-    """A context in which TorchInductor takes the vector instructions the CPU reports
-    (``/proc/cpuinfo``) as usable, unless the user decided (``TORCHINDUCTOR_VEC_ISA_OK``).
+def build_settings(trust_cpu: bool = True):
+    """TorchInductor's settings for ppgen's compiles, as a context.
 
-    Otherwise Inductor proves each instruction set in every process by compiling a probe
-    and loading it in a fresh Python subprocess: 1.5 s of a warm fit, 8 s of a cold one
-    (``benchmarks/bench_programs.py``). Where the compiler lacks what the CPU has, the
-    lean compile fails and :func:`inductor_kernel` compiles again the public way, which
-    probes as usual.
+    Precompiled headers off: Inductor keeps them in the shared ``<tmp>/torchinductor_<user>``
+    whatever ``TORCHINDUCTOR_CACHE_DIR`` says, where another local user could plant one for
+    the compiler to use (:mod:`.compile_cache`).
+
+    With ``trust_cpu``, unless the user decided (``TORCHINDUCTOR_VEC_ISA_OK``), the vector
+    instructions the CPU reports (``/proc/cpuinfo``) are taken as usable. Otherwise Inductor
+    proves each instruction set in every process by compiling a probe and loading it in a
+    fresh Python subprocess: 1.5 s of a warm fit, 8 s of a cold one. Where the compiler
+    lacks what the CPU has, the lean compile fails and :func:`inductor_kernel` compiles
+    again the public way, without trusting, which probes as usual.
     """
     from torch._inductor import config
 
-    if config.cpp.vec_isa_ok is not None:
-        return contextlib.nullcontext()
-    return config.patch({"cpp.vec_isa_ok": True})
+    changes = {"cpp_cache_precompile_headers": False}
+    if trust_cpu and config.cpp.vec_isa_ok is None:
+        changes["cpp.vec_isa_ok"] = True
+    return config.patch(changes)
 
 
 def probed_inductor_kernel(function, example, agrees):

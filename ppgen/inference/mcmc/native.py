@@ -48,7 +48,7 @@ import torch
 from . import kept
 from .compile_cache import use_private_cache
 from .fallback import Refused
-from .inductor import disagreement, trusting_cpu_flags, with_globals
+from .inductor import build_settings, disagreement, with_globals
 from .integrator import State
 
 #: Global names a qualifying wrapper's ``call`` may use besides its kernels and constants.
@@ -150,7 +150,7 @@ def compile_native_nuts(potential, max_tree_depth, generator):
         real = _REAL[z.dtype]
         argtypes = [f"const {real}*"] * 6 + ["const double*", "const int64_t*"] + ["int64_t"] * 5 + \
             [f"{real}*"] * 4 + ["double*"]
-        with trusting_cpu_flags():  # the leaf's kernels were compiled so
+        with build_settings(trust_cpu=leaf.lean):  # as the leaf's kernels were compiled
             entry = CppPythonBindingsCodeCache.load_pybinding(argtypes, source)
     except Refused:  # the generated wrapper does something the C++ driver does not replay
         raise
@@ -185,7 +185,11 @@ def kept_native_nuts(potential, max_tree_depth, generator):
         value, grad = native.value_and_grad(u)
         return -value, -grad
 
-    why = _check(native, potential._leaf_eager, potential) or potential.adopt(log_joint_and_grad, native.leaf)
+    # The potential at the probes (adopt), and one leapfrog step against Pyro's own potential
+    # (evaluated eagerly, seconds for a long enumerated chain; the binary's integrator was
+    # checked in full when it was built).
+    why = _check(native, potential._leaf_eager, potential, scales=(1.0,)) or \
+        potential.adopt(log_joint_and_grad, native.leaf)
     if why:
         log.info("NUTS: the kept C++ kernel is not used (%s); building it again", why)
         kept.forget(name)
@@ -193,14 +197,14 @@ def kept_native_nuts(potential, max_tree_depth, generator):
     return native
 
 
-def _check(native, leaf, potential):
-    """``""`` if the C++ leaf equals the Python kernel's at the start, with no momentum and
-    with two random ones (a private generator: Pyro's random state is left alone)."""
+def _check(native, leaf, potential, scales=(0.0, 1.0, 3.0)):
+    """``""`` if the C++ leaf equals the Python kernel's at the start, with momenta of the
+    given ``scales`` (a private generator: Pyro's random state is left alone)."""
     z = potential.initial
     _, grad = potential.value_and_grad(z)
     generator = torch.Generator().manual_seed(0)
     inverse, step = torch.ones_like(z), z.new_full((1, 1), 0.1)
-    for scale in (0.0, 1.0, 3.0):
+    for scale in scales:
         r = scale * torch.randn(z.shape, generator=generator, dtype=z.dtype)
         args = (z, r, grad, torch.zeros_like(z), step, 0.5 * step, inverse)
         with torch.no_grad():
