@@ -4,7 +4,8 @@ Running a model under Pyro's effect handlers costs Python time at every call. Wh
 fixed computation of one draw does (Pyro's one-chain potential, an observed site's
 log-likelihood at one draw of the latents) is the same sequence of tensor operations
 every time, so :func:`record` runs it once under ``make_fx`` and keeps those
-operations; :func:`batch` then evaluates the graph for many draws at once with
+operations (work on the data alone done once, :func:`_constants_folded`); :func:`batch`
+then evaluates the graph for many draws at once with
 ``torch.func.vmap`` (which Pyro's handlers themselves do not survive: enumeration
 reads ``.data``). What the handlers compute is kept whole: enumeration and its
 contractions, ``pyro.markov``, masks, scales, vector sites without plates.
@@ -46,13 +47,14 @@ def record(fn: Callable, *example: torch.Tensor) -> torch.fx.GraphModule:
         warnings.simplefilter("ignore")
         try:
             try:
-                return make_fx(fn)(*example)
+                return _constants_folded(make_fx(fn)(*example))
             except RuntimeError as exc:
                 if "_local_scalar_dense" not in str(exc):
                     raise
                 # A tensor read as a Python value: from the data (``int(counts.sum())``)
                 # a constant; from a latent, a branch no single recording follows.
-                return _without_value_reads(make_fx(fn, _error_on_data_dependent_ops=False)(*example))
+                graph = make_fx(fn, _error_on_data_dependent_ops=False)(*example)
+                return _constants_folded(_without_value_reads(graph))
         except Exception as exc:  # recording fails in many ways, all of which mean "not recorded"
             if "_local_scalar_dense" in str(exc):
                 raise NotRecorded("data-dependent control flow or indexing (a latent read as a Python value)") from None
@@ -109,6 +111,73 @@ def _masked_updates_as_where(graph):
             node.replace_all_uses_with(graph.graph.call_function(aten.where.self, (mask, values, x)))
         graph.graph.erase_node(node)
     graph.recompile()
+    return graph
+
+
+def _constants_folded(graph):
+    """``graph`` with every operation that reads no input done once, its result kept as a
+    constant: work on the data alone (a mask's ``nonzero``, whose output shape depends on
+    values, which neither vmap nor TorchInductor handles) leaves the graph. Operations
+    that write into a tensor or draw random numbers are left in place."""
+    value = {}
+    for node in graph.graph.nodes:
+        if node.op == "get_attr":
+            value[node] = _attribute(graph, node.target)
+        elif (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+              and not node.target._schema.is_mutable and torch.Tag.nondeterministic_seeded not in node.target.tags
+              and all(arg in value for arg in node.all_input_nodes)):
+            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: value[n])
+            value[node] = node.target(*args, **kwargs)
+    count = 0
+    for node in list(graph.graph.nodes):
+        if node.op != "call_function" or node not in value or not isinstance(value[node], torch.Tensor):
+            continue
+        if all(user in value for user in node.users):
+            continue  # used by constants only: folded with them
+        name = f"_folded_constant_{count}"
+        count += 1
+        graph.register_buffer(name, value[node])
+        with graph.graph.inserting_before(node):
+            node.replace_all_uses_with(graph.graph.get_attr(name))
+    count += _masks_as_positions(graph)
+    if count:
+        graph.graph.eliminate_dead_code()
+        graph.recompile()
+    return graph
+
+
+def _masks_as_positions(graph):
+    """Indexing through a constant boolean mask (``x[mask]``, ``x[mask] = v``) rewritten
+    as indexing by the mask's positions: the same values, without the ``nonzero`` that
+    TorchInductor's decompositions would otherwise put in the graph. Returns how many."""
+    count = 0
+    for node in graph.graph.nodes:
+        if node.target not in (aten.index.Tensor, aten.index_put.default, aten.index_put_.default):
+            continue
+        indices = node.args[1]
+        if not any(isinstance(i, torch.fx.Node) and i.op == "get_attr"
+                   and _attribute(graph, i.target).dtype == torch.bool for i in indices):
+            continue
+        positions = []
+        for index in indices:
+            mask = _attribute(graph, index.target) if isinstance(index, torch.fx.Node) and index.op == "get_attr" \
+                else None
+            if mask is None or mask.dtype != torch.bool:
+                positions.append(index)
+                continue
+            for part in mask.nonzero(as_tuple=True):
+                name = f"_mask_positions_{len(list(graph.named_buffers()))}"
+                graph.register_buffer(name, part)
+                with graph.graph.inserting_before(node):
+                    positions.append(graph.graph.get_attr(name))
+        node.args = (node.args[0], positions) + tuple(node.args[2:])
+        count += 1
+    return count
+
+
+def _attribute(graph, target):
+    for part in target.split("."):
+        graph = getattr(graph, part)
     return graph
 
 

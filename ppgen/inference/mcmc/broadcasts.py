@@ -106,6 +106,15 @@ def _floating(reduction):
             and "val" in source.meta and source.meta["val"].dtype.is_floating_point)
 
 
+def _counting(reduction):
+    """A running sum or product of integers or booleans to 64-bit integers (exact in any
+    order, once the source is converted: ``add`` does not promote booleans)."""
+    source = reduction.args[0]
+    return ("val" in reduction.meta and reduction.meta["val"].dtype == torch.int64
+            and isinstance(source, torch.fx.Node) and "val" in source.meta
+            and not source.meta["val"].dtype.is_floating_point and not source.meta["val"].dtype.is_complex)
+
+
 def _keepdim(node):
     return node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
 
@@ -285,7 +294,8 @@ _RUNNING = {aten.cumsum.default: aten.add.Tensor, aten.cumprod.default: aten.mul
 
 
 def unroll_short_cumsums(gm, most=16):
-    """Each ``cumsum`` or ``cumprod`` of floats over a dimension of at most ``most``
+    """Each ``cumsum`` or ``cumprod`` of floats (or of integers or booleans counted in 64-bit
+    integers, as a Multinomial's log density does) over a dimension of at most ``most``
     elements (Pyro's ordered transform, e.g. a mixture's ordered means; the stick-breaking
     transform of a Dirichlet's simplex) rewritten as slices and running additions
     (products) joined by ``cat``: TorchInductor fuses those into its C++ kernels, where a
@@ -294,7 +304,7 @@ def unroll_short_cumsums(gm, most=16):
     the same order; returns how many were rewritten."""
     graph, count = gm.graph, 0
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in _RUNNING or not _floating(node):
+        if node.op != "call_function" or node.target not in _RUNNING or not (_floating(node) or _counting(node)):
             continue
         shape = _shape(node)
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
@@ -302,9 +312,13 @@ def unroll_short_cumsums(gm, most=16):
             continue
         dim %= len(shape)
         with graph.inserting_before(node):
+            source = node.args[0]
+            if source.meta["val"].dtype != node.meta["val"].dtype:
+                source = _shaped(graph.call_function(torch.ops.prims.convert_element_type.default,
+                                                     (source, node.meta["val"].dtype)), shape, node)
             running, one = [], shape[:dim] + (1,) + shape[dim + 1:]
             for k in range(shape[dim]):
-                piece = _shaped(graph.call_function(aten.slice.Tensor, (node.args[0], dim, k, k + 1)), one, node)
+                piece = _shaped(graph.call_function(aten.slice.Tensor, (source, dim, k, k + 1)), one, node)
                 running.append(piece if k == 0 else
                                _shaped(graph.call_function(_RUNNING[node.target], (running[-1], piece)), one, node))
             new = graph.call_function(aten.cat.default, (running, dim))
