@@ -81,11 +81,13 @@ def min_ess(samples, name):
     no effect: Pyro and NumPyro move them, ppgen holds them at the data)."""
     import arviz as az
     import numpy as np
+    import torch
 
     from ppgen.inference.program import Program
     from tests.programs.corpus import PROGRAMS, data
 
-    latent = {s.name for s in Program.build(PROGRAMS[name][0], data(name)).continuous_sites}
+    values = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in data(name).items()}
+    latent = {s.name for s in Program.build(PROGRAMS[name][0], values).continuous_sites}
     values = []
     for site, value in samples.items():
         if site not in latent:  # (ppgen's posterior also holds deterministic values)

@@ -123,14 +123,24 @@ def test_fit_with_an_unsafe_cache_compiles_nothing_and_still_samples(tmp_path, m
 def test_a_compiled_fit_uses_no_shared_precompiled_header(tmp_path, monkeypatch):
     """TorchInductor keeps precompiled headers under its shared ``<tmp>/torchinductor_<user>``
     whatever TORCHINDUCTOR_CACHE_DIR says; ppgen's compiles (the leaf and the C++
-    transitions, from an empty private cache) never ask for one."""
+    transitions, from an empty private cache) precompile theirs in the private cache."""
+    import functools
+
     import torch._inductor.codecache as codecache
 
     monkeypatch.setenv("PPGEN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    monkeypatch.setattr(codecache, "_precompile_header", lambda *a, **k: pytest.fail("a shared header was used"))
+    original, folders = codecache._precompile_header.__wrapped__, []
+
+    def precompile(*args, **kwargs):
+        folders.append(codecache._HEADER_DIR)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(codecache, "_precompile_header", functools.cache(precompile))
     y = torch.tensor([0.5, 1.5, 1.0, 0.2, 0.9])
     fit = ppgen.fit(normal_mean, {"y": y}, NUTS(num_samples=30, warmup=30, potential="compiled"), seed=0,
                     progress=False)
     assert fit.path["potential"] == "compiled" and fit.path["transitions"] == "c++", fit.path
     assert any((tmp_path / "cache" / "inductor").iterdir()) and any((tmp_path / "cache" / "nuts").iterdir())
+    assert folders and set(folders) == {str(tmp_path / "cache" / "inductor" / "precompiled_headers")}
+    assert codecache._HEADER_DIR == codecache.os.path.join(codecache.default_cache_dir(), "precompiled_headers")

@@ -8,8 +8,8 @@ libraries of their own. ppgen points TorchInductor at ``$PPGEN_CACHE_DIR/inducto
 directory the user set in ``TORCHINDUCTOR_CACHE_DIR`` is used instead. Importing
 TorchInductor writes its shared default (``<tmp>/torchinductor_<user>``) into that variable
 itself, so that value is never taken for the user's choice; and its precompiled headers,
-which it keeps under that shared default whatever the variable says, are switched off for
-ppgen's compiles (:func:`.inductor.build_settings`). Before anything is
+which it keeps under that shared default whatever the variable says, go to the private
+cache during ppgen's compiles (:func:`.inductor.build_settings`). Before anything is
 compiled or loaded, the cache and the folders ppgen created for it must be real
 directories (not links), owned by the user and writable by no one else; otherwise
 the accelerators refuse (:class:`~.fallback.Refused`, logged at WARNING) and the fit goes on

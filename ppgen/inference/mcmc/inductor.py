@@ -9,6 +9,7 @@ partition: what is left to Inductor is lowering and code generation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import types
 import warnings
@@ -16,7 +17,7 @@ import warnings
 import torch
 
 from .broadcasts import simplify_for_inductor, written_in_place
-from .compile_cache import use_private_cache
+from .compile_cache import private_directory, use_private_cache
 from .fallback import Refused
 
 log = logging.getLogger("ppgen")
@@ -106,12 +107,14 @@ def inductor_kernel(graph, example, check=False, lean=True):
     return kernel
 
 
+@contextlib.contextmanager
 def build_settings(trust_cpu: bool = True):
     """TorchInductor's settings for ppgen's compiles, as a context.
 
-    Precompiled headers off: Inductor keeps them in the shared ``<tmp>/torchinductor_<user>``
-    whatever ``TORCHINDUCTOR_CACHE_DIR`` says, where another local user could plant one for
-    the compiler to use (:mod:`.compile_cache`).
+    Precompiled headers in the user's private cache: Inductor keeps them in the shared
+    ``<tmp>/torchinductor_<user>`` whatever ``TORCHINDUCTOR_CACHE_DIR`` says, where another
+    local user could plant one for the compiler to use (:mod:`.compile_cache`); where its
+    module does not name that folder as expected, precompiled headers are off.
 
     With ``trust_cpu``, unless the user decided (``TORCHINDUCTOR_VEC_ISA_OK``), the vector
     instructions the CPU reports (``/proc/cpuinfo``) are taken as usable. Otherwise Inductor
@@ -120,12 +123,27 @@ def build_settings(trust_cpu: bool = True):
     lacks what the CPU has, the lean compile fails and :func:`inductor_kernel` compiles
     again the public way, without trusting, which probes as usual.
     """
-    from torch._inductor import config
+    from torch._inductor import codecache, config
 
-    changes = {"cpp_cache_precompile_headers": False}
+    changes = {}
     if trust_cpu and config.cpp.vec_isa_ok is None:
         changes["cpp.vec_isa_ok"] = True
-    return config.patch(changes)
+    headers = getattr(codecache, "_HEADER_DIR", None), getattr(codecache, "_HEADER_LOCK_DIR", None)
+    movable = all(isinstance(h, str) for h in headers) and hasattr(codecache._precompile_header, "cache_clear")
+    if not movable:
+        changes["cpp_cache_precompile_headers"] = False
+    with config.patch(changes):
+        if not movable:
+            yield
+            return
+        folder = private_directory(use_private_cache() / "precompiled_headers")
+        codecache._precompile_header.cache_clear()  # (paths under the old folder)
+        codecache._HEADER_DIR, codecache._HEADER_LOCK_DIR = str(folder), str(folder / "locks")
+        try:
+            yield
+        finally:
+            codecache._HEADER_DIR, codecache._HEADER_LOCK_DIR = headers
+            codecache._precompile_header.cache_clear()
 
 
 def probed_inductor_kernel(function, example, agrees):
