@@ -82,3 +82,23 @@ def write_section(key, text, path=RESULTS):
     tmp.write_text(new)
     os.replace(tmp, path)
     print(f"\n(wrote section '{key}' of {path})", file=sys.stderr)
+
+
+def ess_rate(run):
+    """ESS per second of a fresh-process run (``{"seconds", "ess"}``), or None where it
+    stopped or failed."""
+    return run["ess"] / run["seconds"] if run and "ess" in run else None
+
+
+def run_cell(run, counts=False):
+    """A table cell for a fresh-process run: ``seconds, ESS/s`` (with the ESS itself when
+    ``counts``), or why there is no figure (``{"stopped": limit}``, ``{"error": text}``)."""
+    if not run:
+        return "-"
+    if "stopped" in run:
+        return f"> {run['stopped']:.0f} s (stopped)"
+    if "error" in run:
+        return f"failed: {run['error'][:60]}"
+    if counts:
+        return f"{run['seconds']:.1f} s, ESS {run['ess']:.0f}, {ess_rate(run):.1f}/s"
+    return f"{run['seconds']:.1f}, {ess_rate(run):.1f}"

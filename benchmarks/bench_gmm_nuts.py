@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED_DATA, header, table, write_section  # noqa: E402
+from _common import SHARED_DATA, ess_rate, header, run_cell, table, write_section  # noqa: E402
 
 FAITHFUL = SHARED_DATA / "tables/faithful.csv"
 K, D, LOC_SCALE, DF, PSI = 2, 2, 100.0, 3.0, 1e-3
@@ -145,18 +145,6 @@ def fresh(engine, chains, warmup, draws, env, limit):
         return {"seconds": seconds, "ess": min_ess(dict(draws)), **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
-def _cell(run):
-    if "stopped" in run:
-        return f"> {run['stopped']:.0f} s (stopped)"
-    if "error" in run:
-        return f"failed: {run['error'][:60]}"
-    return f"{run['seconds']:.1f} s, ESS {run['ess']:.0f}, {run['ess'] / run['seconds']:.1f}/s"
-
-
-def _rate(run):
-    return run["ess"] / run["seconds"] if "ess" in run else None
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--chains", nargs="*", type=int, default=[1, 4])
@@ -174,11 +162,11 @@ def main():
                                  ("PyMC first", "pymc"), ("PyMC second", "pymc")):
                 runs[name] = fresh(engine, chains, warmup, draws, env, args.limit)
                 print(chains, name, json.dumps(runs[name]), flush=True)
-            best = max((_rate(runs[n]) or 0.0) for n in ("NumPyro", "PyMC second"))
+            best = max((ess_rate(runs[n]) or 0.0) for n in ("NumPyro", "PyMC second"))
             path = runs["ppgen warm"].get("path") or {}
             for name, run in runs.items():
-                ratio = f"{_rate(run) / best:.2f}x" if name.startswith("ppgen") and _rate(run) and best else ""
-                rows.append([chains, name, _cell(run), ratio,
+                ratio = f"{ess_rate(run) / best:.2f}x" if name.startswith("ppgen") and ess_rate(run) and best else ""
+                rows.append([chains, name, run_cell(run, counts=True), ratio,
                              f"{path.get('potential', '?')} / {path.get('transitions', '?')}"
                              if name.startswith("ppgen") else ""])
     text = "\n".join([

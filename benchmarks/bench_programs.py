@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ess_rate, header, run_cell, table, write_section  # noqa: E402
 
 DEFAULT = ("schools_vector", "schools_plate", "logistic_matmul", "nested_plates", "mixture_indexing",
            "hmm_markov", "obs_mask_regression", "lkj_cholesky", "dirichlet_multinomial", "robust_regression")
@@ -217,7 +218,6 @@ def fresh_process(engine, name, warmup, draws, env, limit):
 
 
 def main():
-    from _common import header, table, write_section
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--programs", nargs="*", default=list(DEFAULT))
@@ -262,30 +262,16 @@ def main():
         write_section("bench_programs", text)
 
 
-def _cell(run):
-    if not run:
-        return "-"
-    if "stopped" in run:
-        return f"> {run['stopped']:.0f} s (stopped)"
-    if "error" in run:
-        return f"failed: {run['error'][:60]}"
-    return f"{run['seconds']:.1f}, {run['ess'] / run['seconds']:.1f}"
-
-
-def _rate(run):
-    return run["ess"] / run["seconds"] if run and "ess" in run else None
-
-
 def _ratio(a, b):
     return f"{a / b:.2f}x" if a and b else "-"
 
 
 def _row(name, runs):
-    cold, warm = _rate(runs.get("ppgen cold")), _rate(runs.get("ppgen warm"))
-    pyro, numpyro = _rate(runs.get("pyro")), _rate(runs.get("numpyro second"))
+    cold, warm = ess_rate(runs.get("ppgen cold")), ess_rate(runs.get("ppgen warm"))
+    pyro, numpyro = ess_rate(runs.get("pyro")), ess_rate(runs.get("numpyro second"))
     path = runs.get("ppgen warm", {}).get("path") or {}
-    return [name, f"{path.get('potential', '?')} / {path.get('transitions', '?')}", _cell(runs.get("ppgen cold")),
-            _cell(runs.get("ppgen warm")), _cell(runs.get("pyro")), _cell(runs.get("numpyro second")),
+    return [name, f"{path.get('potential', '?')} / {path.get('transitions', '?')}", run_cell(runs.get("ppgen cold")),
+            run_cell(runs.get("ppgen warm")), run_cell(runs.get("pyro")), run_cell(runs.get("numpyro second")),
             _ratio(warm, pyro), _ratio(warm, numpyro), _ratio(cold, numpyro)]
 
 
