@@ -43,9 +43,10 @@ def inductor_kernel(graph, example, check=False, lean=True):
     fails (it is Inductor's internal entry point), or the graph writes into one of its
     inputs, ``torch._inductor.compile``. With ``check`` (a graph of floating-point
     outputs), also where the lean kernel's outputs at ``example`` disagree with the
-    graph's: skipping AOTAutograd's passes, the lean way miscompiles some graphs (the
-    gradient of the stick-breaking transform of a Dirichlet's simplex, 0.4 off), which
-    the public way compiles right. ``lean=False`` goes the public way straight away
+    graph's: the lean way skips AOTAutograd's passes, and before graphs with in-place
+    writes were made functional (:func:`_functional`) it miscompiled some (the gradient of
+    a Dirichlet's stick-breaking transform, 0.4 off), which the public way compiled right;
+    the check stays as the guard. ``lean=False`` goes the public way straight away
     (callers whose own probes catch a wrong lean kernel compile again so).
 
     Before compiling, :func:`~ppgen.inference.mcmc.broadcasts.simplify_for_inductor`
