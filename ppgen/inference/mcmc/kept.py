@@ -32,6 +32,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import weakref
 from importlib import resources
 from pathlib import Path
 
@@ -49,7 +50,17 @@ def key(potential) -> str:
     """The SHA-256 naming the kernel of ``potential`` (a :class:`~.potential.Potential`),
     from the program's fingerprint (:func:`fingerprint`), the flat layout, the dtype, the
     versions and the C++ driver: no recording needed, so a kept kernel loads before
-    anything is recorded."""
+    anything is recorded. Computed once per potential (the lookup and the keeping after
+    a build ask for the same key; the fingerprint runs the model)."""
+    if potential not in _KEYS:
+        _KEYS[potential] = _key(potential)
+    return _KEYS[potential]
+
+
+_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _key(potential) -> str:
     digest = hashlib.sha256()
     driver = resources.files("ppgen.inference.mcmc").joinpath("native_nuts.cpp").read_bytes()
     for part in (str(FORMAT), torch.__version__, sys.version, platform.machine(), platform.processor(),
