@@ -165,6 +165,19 @@ class GenerativeModel(PyroModule):
         """Names of the global (per-model, not per-datum) latent sites."""
         return tuple(self.point.as_dict())
 
+    def arviz_dims(self) -> dict[str, list[str]]:
+        """Dimension names by concept for ArviZ, ``{site: [name, ...]}`` after chain and draw:
+        here the observed site's (``observation``, then ``feature``); each family adds its
+        global sites' (``component``, ``state``, ...). A list longer than a site's rank is cut."""
+        return {self.observed_site: ["observation", "feature"]}
+
+    def arviz_coords(self) -> dict[str, list]:
+        """Coordinates for ArviZ by dimension name: ``feature`` (and ``feature_bis``, the second
+        axis of a per-feature matrix) labelled by the columns of the DataFrame the model was
+        last fitted to (``feature_names_in_``, as scikit-learn names it)."""
+        names = getattr(self, "feature_names_in_", None)
+        return {"feature": list(names), "feature_bis": list(names)} if names is not None else {}
+
     def log_prob(self, data):
         """Per-datum :math:`\\log p(x_i)` in nats at the point parameters."""
         kwargs = self.data_kwargs(data)

@@ -26,6 +26,8 @@ SAMPLE_STATS_NAMES = {
     "step_size": "step_size",
     "acceptance_rate": "acceptance_rate",
     "energy": "energy",
+    "log_p": "log_p",
+    "log_q": "log_q",
 }
 
 
@@ -50,8 +52,15 @@ def _clean(group):
     return dict(group) if group else None
 
 
-def from_dicts(posterior, *, sample_stats=None, log_likelihood=None, posterior_predictive=None,
-               observed_data=None, dims=None, coords=None):
+#: ArviZ's groups in the order they are written; the last two have no chain or draw dimensions.
+GROUPS = ("posterior", "sample_stats", "log_likelihood", "log_prior", "posterior_predictive", "prior",
+          "prior_predictive", "observed_data", "constant_data")
+WITHOUT_DRAWS = ("observed_data", "constant_data")
+
+
+def from_dicts(posterior, *, sample_stats=None, log_likelihood=None, log_prior=None, posterior_predictive=None,
+               prior=None, prior_predictive=None, observed_data=None, constant_data=None, dims=None,
+               coords=None):
     """ArviZ data from plain dicts of numpy arrays.
 
     Parameters
@@ -59,16 +68,17 @@ def from_dicts(posterior, *, sample_stats=None, log_likelihood=None, posterior_p
     posterior : dict of str to ndarray, or None
         Draws shaped ``(chain, draw, *shape)``; None or empty for a model
         with no global latent sites (a neural network's point estimate).
-    sample_stats, log_likelihood, posterior_predictive : dict of str to ndarray, optional
+    sample_stats, log_likelihood, log_prior, posterior_predictive, prior, prior_predictive : dict, optional
         Also ``(chain, draw, *shape)``. ``sample_stats`` keys use ArviZ's names
         (``diverging``, ``tree_depth``, ``step_size``, ``acceptance_rate``,
-        ``energy``); ``diverging`` is stored as booleans.
-    observed_data : dict of str to ndarray, optional
-        The data, without chain and draw dimensions.
+        ``energy``, ``log_p``, ``log_q``); ``diverging`` is stored as booleans.
+    observed_data, constant_data : dict of str to ndarray, optional
+        The data and the program's other inputs, without chain and draw dimensions.
     dims : dict of str to list of str, optional
-        Dimension names (after chain and draw) for each variable, shared by
-        every group that holds the variable; a ``log_likelihood`` variable with
-        fewer dimensions than listed takes the leading ones.
+        Dimension names (after chain and draw) for each variable, shared by every
+        group that holds the variable. A variable with fewer dimensions than listed
+        (a site's log-likelihood or log prior has its batch dimensions only) takes the
+        leading ones; one with more gets ``f"{name}_dim_{i}"`` for the rest.
     coords : dict of str to array-like, optional
         Coordinate values by dimension name.
 
@@ -80,19 +90,37 @@ def from_dicts(posterior, *, sample_stats=None, log_likelihood=None, posterior_p
     stats = _clean(sample_stats)
     if stats and "diverging" in stats:
         stats["diverging"] = stats["diverging"].astype(bool)
-    groups = {
-        "posterior": _clean(posterior),
-        "sample_stats": stats,
-        "log_likelihood": _clean(log_likelihood),
-        "posterior_predictive": _clean(posterior_predictive),
-        "observed_data": _clean(observed_data),
-    }
+    given = {"posterior": posterior, "sample_stats": stats, "log_likelihood": log_likelihood,
+             "log_prior": log_prior, "posterior_predictive": posterior_predictive, "prior": prior,
+             "prior_predictive": prior_predictive, "observed_data": observed_data, "constant_data": constant_data}
+    groups = {name: _clean(given[name]) for name in GROUPS if _clean(given[name])}
+    dims = dims or {}
+    datasets = {}
+    for name, group in groups.items():
+        lead = 0 if name in WITHOUT_DRAWS else 2
+        group_dims = {var: _variable_dims(var, value.ndim - lead, dims.get(var)) for var, value in group.items()}
+        used = {d for names in group_dims.values() for d in names}
+        group_coords = {d: v for d, v in (coords or {}).items() if d in used}
+        datasets[name] = _dataset(group, group_dims, group_coords, lead)
     if arviz_major() < 1:
-        return _arviz().from_dict(**groups, dims=dims, coords=coords)
+        return _arviz().InferenceData(**datasets)
+    import xarray
+
+    return xarray.DataTree.from_dict(datasets)
+
+
+def _variable_dims(name, rank, listed):
+    listed = list(listed or [])[:rank]
+    return listed + [f"{name}_dim_{i}" for i in range(len(listed), rank)]
+
+
+def _dataset(group, dims, coords, lead):
+    """One group as an xarray Dataset, through the installed ArviZ's own converter."""
+    if arviz_major() < 1:
+        return _arviz().dict_to_dataset(group, coords=coords, dims=dims, default_dims=None if lead else [])
     import arviz_base
 
-    present = {name: group for name, group in groups.items() if group is not None}
-    return arviz_base.from_dict(present, dims=dims, coords=coords)
+    return arviz_base.dict_to_dataset(group, coords=coords, dims=dims, sample_dims=None if lead else [])
 
 
 def compare(datasets, ic="loo"):

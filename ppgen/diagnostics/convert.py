@@ -1,27 +1,38 @@
 """A fit as ArviZ data: ``to_arviz``.
 
-The groups are built from the fit's own tensors (never ``az.from_pyro``):
+The groups are built from the fit's own tensors (never ``az.from_pyro``), named as
+ArviZ's own converters name them:
 
 ``posterior``
-    ``fit.posterior``, ``(chain, draw, *shape)``; SVI and MAP fits have one chain.
+    ``fit.posterior``, ``(chain, draw, *shape)``, with the ``pyro.deterministic`` sites;
+    SVI and MAP fits have one chain.
 ``sample_stats``
-    the sampler's per-draw statistics under ArviZ's names (MCMC fits only).
+    the sampler's per-draw statistics under ArviZ's names (MCMC); for a fit drawn from a
+    guide (SVI), ``log_p`` (the model's log joint density) and ``log_q`` (the guide's) of
+    each draw, which :func:`~ppgen.diagnostics.psis_khat` and the corrected LOO use.
 ``log_likelihood``
     ``fit.log_likelihood()``: :math:`\\log p(x_i \\mid \\theta_s)` per datum and
     draw, discrete latents summed out, what ``az.loo`` and ``az.compare`` need.
-``posterior_predictive``
-    ``fit.posterior_predictive()``: one replicate of the data per draw.
-``observed_data``
-    the data each observed site saw.
+``log_prior``
+    ``fit.log_prior()``: each latent site's prior log density at each draw (for ArviZ's
+    prior-sensitivity checks, ``psense_summary`` / ``psens``).
+``posterior_predictive``, ``prior``, ``prior_predictive``
+    one replicate of the data per posterior draw; with ``prior=...``, draws of the
+    latent sites and of the data from the program's prior.
+``observed_data``, ``constant_data``
+    the data each observed site saw, and the program's other tensor inputs by keyword.
 
-Each observed site's data dimensions are named ``f"{site}_dim_{i}"`` in all three
-data-shaped groups, so ArviZ lines them up (LOO, predictive checks). A masked site
-(``obs_mask``, ``poutine.mask``) shows the entries its mask observes, flattened, in all
-three (the log-likelihood scores no others); a site masked out entirely, in none.
+Dimensions are named after the plates that hold them, the same name in every group, so
+the sites of one plate share a dimension and its coordinate; event dimensions and batch
+dimensions outside any plate are ``f"{site}_dim_{i}"``. A family names its dimensions by
+concept (``GenerativeModel.arviz_dims``) and labels them from its data
+(``arviz_coords``). A masked site (``obs_mask``, ``poutine.mask``) shows the entries its
+mask observes, flattened, in the data-shaped groups (the log-likelihood scores no
+others); a site masked out entirely, in none.
 
-The fit is used by duck typing (``posterior``, ``sample_stats``,
-``log_likelihood()``, ``posterior_predictive()``, ``data``, ``program``); this
-module does not import :mod:`ppgen.inference`.
+The fit is used by duck typing (``posterior``, ``sample_stats``, ``log_likelihood()``,
+``log_prior()``, ``log_joint()``, ``prior()``, ``posterior_predictive()``, ``data``,
+``program``); this module does not import :mod:`ppgen.inference`.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from __future__ import annotations
 import pyro.poutine as poutine
 import torch
 
-from ..errors import ModelError
+from ..errors import DataError, ModelError
 from .arviz_io import SAMPLE_STATS_NAMES, from_dicts
 
 
@@ -94,14 +105,59 @@ def observed_entries(program, values, lead=0):
     return out
 
 
-def data_dims(observed):
-    """``{site: [f"{site}_dim_0", ...]}``: the shared dimension names of each site."""
-    return {name: [f"{name}_dim_{i}" for i in range(value.dim() if isinstance(value, torch.Tensor)
-                                                    else _numpy(value).ndim)]
-            for name, value in observed.items()}
+def site_dims(fit):
+    """``{site: [dimension name, ...]}`` for every site of the fit: plate names where a plate
+    holds the dimension, else ``f"{site}_dim_{i}"``; a family's concept names over those."""
+    program = fit.program
+    dims = {}
+    for group in (program.latent, program.deterministic, program.observed):
+        for name, info in group.items():
+            names = [plate or f"{name}_dim_{i}" for i, plate in enumerate(info.dims)]
+            if info.observed_entries is not None:  # flattened to the observed entries
+                event = len(info.shape) - len(info.batch_shape)
+                names = [f"{name}_dim_{i}" for i in range(1 + event)]
+            dims[name] = names
+    family = getattr(program.generative, "arviz_dims", None)
+    if family is not None:
+        dims.update({k: list(v) for k, v in family().items()})
+    return dims
 
 
-def arviz_dicts(fit, *, posterior_predictive=True, log_likelihood=True):
+def constant_data(fit, observed, dims):
+    """``({keyword: value}, {keyword: dims})``: the program's tensor inputs that no observed
+    site saw, each leading dimension named as the site whose shape it lines up with names it."""
+    program = fit.program
+    skip = {"data"} if program.generative is not None else set()
+    out, out_dims = {}, {}
+    for key, value in program.kwargs.items():
+        if key in skip or not isinstance(value, torch.Tensor) or any(
+                value is seen or (isinstance(seen, torch.Tensor) and seen.shape == value.shape
+                                  and bool(torch.equal(seen, value))) for seen in observed.values()):
+            continue
+        out[key] = value
+        out_dims[key] = _lined_up(key, tuple(value.shape), fit, dims)
+    return out, out_dims
+
+
+def _lined_up(key, shape, fit, dims):
+    """Names for an input of ``shape``: the longest run of leading plate dimensions of any
+    site whose shape starts as this one does."""
+    program = fit.program
+    best = []
+    for group in (program.observed, program.latent, program.deterministic):
+        for name, info in group.items():
+            names = []
+            for i, size in enumerate(shape):
+                if i >= len(info.shape) or info.shape[i] != size or info.dims[i] is None \
+                        or info.observed_entries is not None:
+                    break
+                names.append(dims[name][i])
+            best = names if len(names) > len(best) else best
+    return best + [f"{key}_dim_{i}" for i in range(len(best), len(shape))]
+
+
+def arviz_dicts(fit, *, posterior_predictive=True, log_likelihood=True, log_prior=True, prior=False,
+                coords=None, dims=None):
     """The plain numpy dicts :func:`to_arviz` hands to :func:`from_dicts`.
 
     Returns
@@ -119,14 +175,19 @@ def arviz_dicts(fit, *, posterior_predictive=True, log_likelihood=True):
     posterior = _numpy_dict(fit.posterior) or None
     stats = {SAMPLE_STATS_NAMES.get(name, name): _numpy(value)
              for name, value in (fit.sample_stats or {}).items()}
-    observed = observed_entries(fit.program, observed_values(fit))
+    seen = observed_values(fit)
+    observed = observed_entries(fit.program, seen)
+    all_dims = site_dims(fit)
+    constants, constant_dims = constant_data(fit, seen, all_dims)
+    all_dims.update(constant_dims)
+    all_dims.update({k: list(v) for k, v in (dims or {}).items()})
     out = {
         "posterior": posterior,
         "sample_stats": stats or None,
         "observed_data": _numpy_dict(observed) or None,
-        "dims": data_dims(observed),
-        "log_likelihood": None,
-        "posterior_predictive": None,
+        "constant_data": _numpy_dict(constants) or None,
+        "dims": all_dims,
+        "coords": {**_family_coords(fit), **(coords or {})},
     }
     if getattr(generative, "log_prob_kind", None) == "none":
         log_likelihood = False  # no density (an autoencoder, a GAN): nothing to score
@@ -134,10 +195,46 @@ def arviz_dicts(fit, *, posterior_predictive=True, log_likelihood=True):
         values = _numpy_dict(fit.log_likelihood())
         _check_pointwise(fit, values, out["observed_data"] or {})
         out["log_likelihood"] = values or None
+    if "log_q" in stats and log_likelihood:
+        out["sample_stats"]["log_p"] = _numpy(fit.log_joint())
+    if log_prior and fit.posterior:
+        out["log_prior"] = _numpy_dict(fit.log_prior()) or None
     if posterior_predictive and observed:
         predictive = observed_entries(fit.program, fit.posterior_predictive(), lead=2)
         out["posterior_predictive"] = _numpy_dict(predictive) or None
+    if prior is not False and prior is not None:
+        if not (prior is True or (isinstance(prior, int) and prior > 0)):
+            raise DataError(f"to_arviz: prior={prior!r} must be True or a positive number of draws")
+        latent, data = fit.prior(None if prior is True else prior)
+        out["prior"] = _numpy_dict(latent) or None
+        out["prior_predictive"] = _numpy_dict(observed_entries(fit.program, data, lead=2)) or None
+    _check_sizes(fit, out)
     return out
+
+
+def _family_coords(fit):
+    family = getattr(fit.program.generative, "arviz_coords", None)
+    return dict(family()) if family is not None else {}
+
+
+def _check_sizes(fit, out):
+    """Every dimension one size in every group, and its coordinates that long: a clear error
+    naming the dimension rather than xarray's."""
+    sizes = {}
+    for group in ("posterior", "log_likelihood", "log_prior", "posterior_predictive", "prior",
+                  "prior_predictive", "observed_data", "constant_data"):
+        lead = 0 if group in ("observed_data", "constant_data") else 2
+        for name, value in (out.get(group) or {}).items():
+            for dim, size in zip(out["dims"].get(name, []), value.shape[lead:]):
+                first = sizes.setdefault(dim, (size, name, group))
+                if first[0] != size:
+                    raise ModelError(f"{fit_name(fit)}: dimension {dim!r} has {first[0]} entries in "
+                                     f"{first[2]} {first[1]!r} but {size} in {group} {name!r}; name them "
+                                     "apart with to_arviz(dims={...})")
+    for dim, values in out["coords"].items():
+        if dim in sizes and len(values) != sizes[dim][0]:
+            raise DataError(f"to_arviz: coords[{dim!r}] has {len(values)} values but dimension {dim!r} "
+                            f"has {sizes[dim][0]} entries ({sizes[dim][2]} {sizes[dim][1]!r})")
 
 
 def _check_pointwise(fit, log_likelihood, observed):
@@ -153,7 +250,8 @@ def _check_pointwise(fit, log_likelihood, observed):
                 f"{tuple(data.shape)}; it cannot be lined up with the data for LOO")
 
 
-def to_arviz(fit, *, posterior_predictive=True, log_likelihood=True):
+def to_arviz(fit, *, posterior_predictive=True, log_likelihood=True, log_prior=True, prior=False,
+             coords=None, dims=None):
     """A fit as ArviZ data (``InferenceData``; a ``DataTree`` on ArviZ >= 1).
 
     Parameters
@@ -166,18 +264,29 @@ def to_arviz(fit, *, posterior_predictive=True, log_likelihood=True):
         run per draw).
     log_likelihood : bool
         Include the pointwise log-likelihood (needed by ``loo`` and ``compare``).
+    log_prior : bool
+        Include each latent site's prior log density at each draw (ArviZ's prior
+        sensitivity checks need it).
+    prior : bool or int
+        Add ``prior`` and ``prior_predictive`` groups: one chain of draws from the
+        program's prior (as many as the posterior has per chain, or this many), seeded
+        by the fit's seed.
+    coords : dict of str to array-like, optional
+        Coordinate values by dimension name (ArviZ's ``coords``), over a family's own.
+    dims : dict of str to list of str, optional
+        Dimension names for a site or input, over the plate names (ArviZ's ``dims``).
 
     Returns
     -------
     arviz.InferenceData or xarray.DataTree
-        Groups ``posterior``, ``sample_stats`` (MCMC), ``log_likelihood``,
-        ``posterior_predictive`` and ``observed_data``; see the module docstring.
+        The groups of the module docstring.
 
     Examples
     --------
-    >>> idata = to_arviz(fit)                       # doctest: +SKIP
-    >>> idata.log_likelihood["obs"].dims             # doctest: +SKIP
-    ('chain', 'draw', 'obs_dim_0')
+    >>> idata = to_arviz(fit, coords={"schools": names}, prior=True)   # doctest: +SKIP
+    >>> idata.posterior["theta"].dims                                   # doctest: +SKIP
+    ('chain', 'draw', 'schools')
     """
     return from_dicts(**arviz_dicts(fit, posterior_predictive=posterior_predictive,
-                                    log_likelihood=log_likelihood))
+                                    log_likelihood=log_likelihood, log_prior=log_prior, prior=prior,
+                                    coords=coords, dims=dims))

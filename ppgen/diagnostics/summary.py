@@ -31,7 +31,8 @@ def summary(fit, **kwargs):
                           "(its fit is a point estimate of its weights); see fit.losses, fit.params and "
                           "model.log_prob")
     with without_numba():
-        return az.summary(to_arviz(fit, posterior_predictive=False, log_likelihood=False), **kwargs)
+        return az.summary(to_arviz(fit, posterior_predictive=False, log_likelihood=False, log_prior=False),
+                          **kwargs)
 
 
 @contextlib.contextmanager
@@ -65,7 +66,7 @@ def _log_likelihood_data(fit, label, var_name=None):
         raise ModelError(f"{label}: the fit has several observed sites {sorted(values)}; "
                          "choose one with var_name=...")
     shapes = {k: tuple(v.shape[2:]) for k, v in values.items() if var_name in (None, k)}
-    return to_arviz(fit, posterior_predictive=False), shapes
+    return to_arviz(fit, posterior_predictive=False, log_prior=False), shapes
 
 
 def loo(fit, var_name=None):

@@ -92,6 +92,7 @@ def fit(model: GenerativeModel | Callable[..., Any], data: Any = None, method: M
         program = _program(model, data, method, guide, device, dtype, context)
         result = method.run(program, context)
     result.posterior = _with_deterministic(program, result.posterior)
+    result.progress = progress
     return result
 
 
@@ -129,6 +130,8 @@ def _program(model, data, method, guide, device, dtype, context):
         if dtype is not None:
             model.to(dtype)
         kwargs = model.data_kwargs(data)
+        columns = getattr(data, "columns", None)  # a DataFrame's: ArviZ's feature coordinates
+        model.feature_names_in_ = [str(c) for c in columns] if columns is not None else None
         val = getattr(method, "validation", None)
         if isinstance(val, float):
             size = kwargs["data"].shape[0]

@@ -1,4 +1,4 @@
-"""Pointwise log-likelihood of posterior draws, discrete latents summed out exactly.
+"""Pointwise log-likelihood (and log prior) of posterior draws, discrete latents summed out exactly.
 
 For a ``GenerativeModel`` this is the model's own ``log_likelihood`` (closed
 form, vectorised over draws). For a plain Pyro program each draw's continuous
@@ -43,7 +43,7 @@ def empty_guide(*args, **kwargs):
     pass
 
 
-def pointwise_log_likelihood(program, draws, vectorize=True, chunk=500):
+def pointwise_log_likelihood(program, draws, vectorize=True, chunk=500, progress=True):
     """``{observed site: (S, *batch_shape)}`` for ``S`` draws of the latent sites (a masked
     site: ``(S, number of observed entries)``)."""
     generative = program.generative
@@ -53,18 +53,43 @@ def pointwise_log_likelihood(program, draws, vectorize=True, chunk=500):
         return {generative.observed_site: generative.log_likelihood(params=params, **kwargs)}
     names = [s.name for s in program.continuous_sites if s.name in draws]
     names += [n for n in program.model_params if n in draws]
+    return over_draws(_scorer(program, names), draws, names, "log-likelihood", vectorize, chunk, progress)
+
+
+def pointwise_log_prior(program, draws, vectorize=True, chunk=500, progress=True):
+    """``{latent site: (S, *batch_shape)}``: each latent site's log density under its prior
+    at each of ``S`` draws, :math:`\\log p(\\theta_j \\mid \\mathrm{pa}(\\theta_j))` with its
+    parents at the same draw, on the site's own (constrained) space: no Jacobian of the
+    unconstrained parametrisation. Event dimensions are summed; masks apply, scales not."""
+    names = [n for n in program.latent if n in draws]
+    if not names:
+        return {}
+    names += [n for n in program.model_params if n in draws]
+
+    def score(*values):
+        values = dict(zip(names, values))
+        model = program.with_params(poutine.condition(program.model, data=values), values)
+        trace = poutine.trace(model).get_trace(**program.kwargs)
+        return {n: trace.nodes[n]["fn"].log_prob(trace.nodes[n]["value"]) for n in names if n in program.latent}
+
+    return over_draws(score, draws, names, "log-prior", vectorize, chunk, progress)
+
+
+def over_draws(score, draws, names, label, vectorize=True, chunk=500, progress=True):
+    """``score`` (the values of ``names`` at one draw -> ``{key: tensor}``) at every draw,
+    stacked: batched through one recorded graph where that agrees with Pyro's own run at
+    the first two draws, else draw by draw."""
     num = next(iter(draws.values())).shape[0] if draws else 1
-    score = _scorer(program, names)
     with torch.no_grad(), poutine.block():
         first = [score(*(draws[n][s] for n in names)) for s in range(min(2, num))]
         if vectorize and names and num > 2:
             try:
                 return _batched(score, draws, names, num, chunk, first)
             except (NotRecorded, RuntimeError, ValueError, IndexError) as exc:
-                log.debug("batched log-likelihood not used (%s); scoring draw by draw", exc)
+                log.debug("batched %s not used (%s); scoring draw by draw", label, exc)
         per_draw = first + [score(*(draws[n][s] for n in names))
-                            for s in tqdm(range(len(first), num), desc="log-likelihood", leave=False,
-                                          disable=num < 100)]
+                            for s in tqdm(range(len(first), num), desc=label, leave=False,
+                                          disable=not progress or num < 100)]
     return {k: torch.stack([d[k] for d in per_draw]) for k in per_draw[0]}
 
 
@@ -95,7 +120,7 @@ def _batched(score, draws, names, num, chunk, first):
     for s, expected in enumerate(first):  # the recording against Pyro's own scoring
         for k, value in expected.items():
             if not torch.allclose(out[k][s], value, rtol=1e-6, atol=1e-8):
-                raise ValueError(f"the recorded log-likelihood of {k!r} disagrees with Pyro's at draw {s}")
+                raise ValueError(f"the recorded score of {k!r} disagrees with Pyro's at draw {s}")
     return out
 
 

@@ -49,6 +49,32 @@ def _observed_entries(mask, batch_shape):
     return None if bool(mask.all()) else mask.nonzero().squeeze(-1)
 
 
+def plate_dims(site):
+    """For each dimension of a traced site's value, the name of the plate that holds it, or
+    None.
+
+    A sample site's batch dimensions are the value's leading ``value.dim() - event_dim``;
+    the one at position ``d`` from their right belongs to the plate with ``dim == d``. A
+    ``pyro.deterministic`` value has no batch dimensions of its own (Pyro gives it the
+    whole value as its event); it takes a plate's name where its shape lines up with the
+    plates around it, as the same computation on a sample site's batch would.
+    """
+    value = site["value"]
+    shape = tuple(getattr(value, "shape", ()))
+    frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None]
+    if site["infer"].get("_deterministic"):
+        lined_up = frames and all(-f.dim <= len(shape) and shape[f.dim] == f.size for f in frames)
+        batch = len(shape) if lined_up else 0
+    else:
+        batch = len(shape) - len(site["fn"].event_shape)
+    names = [None] * len(shape)
+    for frame in frames:
+        position = batch + frame.dim
+        if 0 <= position < batch and shape[position] == frame.size:
+            names[position] = frame.name
+    return tuple(names)
+
+
 @dataclass
 class SiteInfo:
     """One sample site as a trace of the model shows it.
@@ -56,6 +82,12 @@ class SiteInfo:
     ``observed_entries``: for an observed site under a mask (``obs_mask``,
     ``poutine.mask``) that leaves some entries out, the flat indices (into its batch
     shape) of the entries it observes; None where it observes all.
+
+    ``dims``: for each dimension of the site's value, the name of the plate that holds it,
+    or None (an event dimension, or a batch dimension outside every plate); see
+    :func:`plate_dims`.
+
+    ``scale``: the site's ``poutine.scale`` factor (a number, or a tensor over its batch).
 
     ``missing_entries`` and ``filled``: for the latent half ``y_unobserved`` of a site
     ``y`` observed with ``obs_mask`` (elementwise, no event dimensions), the flat indices
@@ -68,6 +100,8 @@ class SiteInfo:
     discrete: bool
     support: object
     batch_shape: tuple = ()
+    dims: tuple = ()
+    scale: object = 1.0
     observed_entries: torch.Tensor | None = None
     missing_entries: torch.Tensor | None = None
     filled: torch.Tensor | None = None
@@ -84,6 +118,7 @@ class Program:
     deterministic: dict = field(default_factory=dict)
     model_params: dict = field(default_factory=dict)
     max_plate_nesting: int = 0
+    plates: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, model, kwargs, guide=None, generative=None, at=None):
@@ -121,12 +156,13 @@ class Program:
             for frame in site["cond_indep_stack"]:
                 if frame.vectorized and frame.dim is not None:
                     nesting = max(nesting, -frame.dim)
+                    self.plates.setdefault(frame.name, frame.full_size or frame.size)
             if getattr(site["fn"], "__class__", None).__name__ == "_Subsample":
                 continue
             support = site["fn"].support
             discrete = bool(getattr(support, "is_discrete", False))
             info = SiteInfo(site["name"], tuple(site["value"].shape), discrete, support,
-                            tuple(site["fn"].batch_shape))
+                            tuple(site["fn"].batch_shape), plate_dims(site), site["scale"])
             if site["infer"].get("_deterministic"):
                 self.deterministic[site["name"]] = info
             elif site["is_observed"] and not (at and site["name"] in at):

@@ -15,12 +15,12 @@ from typing import Any
 
 import pyro.poutine as poutine
 import torch
-from pyro.poutine.uncondition_messenger import UnconditionMessenger
 
 from ..data import as_kwargs
 from ..errors import DataError
 from .checkpoint import FORMAT, atomic_save
-from .likelihood import pointwise_log_likelihood
+from .likelihood import pointwise_log_likelihood, pointwise_log_prior
+from .prior import ReplicateObserved, prior_draws
 from .program import Program
 
 VERSION = 1
@@ -28,16 +28,6 @@ VERSION = 1
 #: ``ppgen.fit``, set by :mod:`.api` when it loads (which imports this module: the fit
 #: function cannot be imported here without a cycle); :meth:`Fit.refit` calls it.
 FIT: Any = None
-
-
-class ReplicateObserved(UnconditionMessenger):
-    """Pyro's ``uncondition``, which draws every observed site afresh, except the
-    ``pyro.deterministic`` sites (observed ``Delta`` sites): drawn, a deterministic vector
-    inside a plate would come back broadcast against the plate."""
-
-    def _process_message(self, msg):
-        if not msg["infer"].get("_deterministic"):
-            super()._process_message(msg)
 
 
 class Fit:
@@ -57,6 +47,7 @@ class Fit:
     sample_stats : dict of ``(chains, draws)`` tensors (MCMC)
     timings : dict of seconds
     seed : int
+    progress : bool, whether the fit showed progress bars (later computations on it follow)
     extras : dict of what the method adds: ``val_losses`` and ``guide`` (SVI, MAP),
         ``log_evidence``, ``marginals`` and ``map_assignment`` (Exact), ``path`` (NUTS, HMC),
         ``discriminator_losses`` (Adversarial)
@@ -72,7 +63,9 @@ class Fit:
         self.timings = timings or {}
         self.seed = seed
         self.extras = dict(extras or {})
+        self.progress = True
         self._log_likelihood: dict | None = None
+        self._log_prior: dict | None = None
 
     @property
     def val_losses(self) -> list:
@@ -140,11 +133,50 @@ class Fit:
     def log_likelihood(self):
         """Pointwise log-likelihood ``{site: (chains, draws, *batch)}``, nats."""
         if self._log_likelihood is None:
-            flat = self.flat_posterior()
-            values = pointwise_log_likelihood(self.program, flat)
-            self._log_likelihood = {k: v.reshape((self.num_chains, self.num_draws) + v.shape[1:])
-                                    for k, v in values.items()}
+            values = pointwise_log_likelihood(self.program, self.flat_posterior(), progress=self.progress)
+            self._log_likelihood = self._by_chain(values)
         return self._log_likelihood
+
+    def log_prior(self):
+        """Each latent site's prior log density at each draw, ``{site: (chains, draws, *batch)}``,
+        nats: :math:`\\log p(\\theta_j \\mid \\mathrm{pa}(\\theta_j))` on the site's own space
+        (no Jacobian of an unconstrained parametrisation)."""
+        if self._log_prior is None:
+            values = pointwise_log_prior(self.program, self.flat_posterior(), progress=self.progress)
+            self._log_prior = self._by_chain(values)
+        return self._log_prior
+
+    def log_joint(self):
+        """The model's log density at each draw with the data, ``(chains, draws)``:
+        :math:`\\log p(\\theta, y) = \\sum_j \\log p(\\theta_j \\mid \\mathrm{pa}) + \\sum_i s_i
+        \\log p(y_i \\mid \\theta)`, discrete latents summed out, each datum's log-likelihood
+        weighted by its site's ``poutine.scale`` :math:`s_i` (the density inference targets)."""
+        total = torch.zeros(self.num_chains, self.num_draws, dtype=torch.float64)
+        for value in self.log_prior().values():
+            total += value.reshape(self.num_chains, self.num_draws, -1).double().sum(-1).cpu()
+        for name, value in self.log_likelihood().items():
+            info = self.program.observed.get(name)
+            scale = torch.as_tensor(1.0 if info is None else info.scale, dtype=torch.float64)
+            if scale.dim():
+                scale = scale.expand(info.batch_shape).reshape(-1)
+                if info.observed_entries is not None:
+                    scale = scale[info.observed_entries]
+            total += (scale.to(value.device) * value.reshape(self.num_chains, self.num_draws, -1).double()
+                      ).sum(-1).cpu()
+        return total
+
+    def prior(self, num_draws=None, seed=None):
+        """Draws of the program's prior and of data from it, one chain of ``num_draws``
+        (default: the fit's draws per chain), seeded by the fit's seed:
+        ``({latent or deterministic site: (1, num_draws, *shape)}, {observed site: ...})``."""
+        num = self.num_draws if num_draws is None else num_draws
+        if not (isinstance(num, int) and not isinstance(num, bool) and num > 0):
+            raise DataError(f"prior: num_draws must be a positive integer, got {num_draws!r}")
+        latent, data = prior_draws(self.program, num, self.seed if seed is None else seed, self.params)
+        return ({k: v.unsqueeze(0) for k, v in latent.items()}, {k: v.unsqueeze(0) for k, v in data.items()})
+
+    def _by_chain(self, values):
+        return {k: v.reshape((self.num_chains, self.num_draws) + v.shape[1:]) for k, v in values.items()}
 
     def log_prob(self, x, chunk=256):
         """Posterior-predictive log density of new data, per datum, in nats:

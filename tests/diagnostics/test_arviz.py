@@ -88,13 +88,13 @@ def test_diagnostics_never_imports_inference():
 # ------------------------------------------------------------------ NUTS, GenerativeModel
 def test_nuts_groups_and_shapes(normal_nuts):
     idata = to_arviz(normal_nuts)
-    assert set(idata.groups()) == {"posterior", "sample_stats", "log_likelihood",
+    assert set(idata.groups()) == {"posterior", "sample_stats", "log_likelihood", "log_prior",
                                    "posterior_predictive", "observed_data"}
     assert idata.posterior["mean"].shape == (2, 200)
     assert idata.posterior["variance"].shape == (2, 200)
-    assert idata.log_likelihood["obs"].dims == ("chain", "draw", "obs_dim_0")
+    assert idata.log_likelihood["obs"].dims == ("chain", "draw", "observation")
     assert idata.log_likelihood["obs"].shape == (2, 200, 50)
-    assert idata.posterior_predictive["obs"].dims == ("chain", "draw", "obs_dim_0")
+    assert idata.posterior_predictive["obs"].dims == ("chain", "draw", "observation")
     assert idata.posterior_predictive["obs"].shape == (2, 200, 50)
     np.testing.assert_array_equal(idata.observed_data["obs"].values, _np(normal_nuts.data))
 
@@ -210,7 +210,7 @@ def test_eight_schools_plain_program(schools_nuts, schools):
     post = schools_nuts.posterior
     assert idata.posterior["theta_tilde"].shape == (2, 100, 8)
     assert idata.posterior["tau"].shape == (2, 100)
-    assert idata.log_likelihood["y"].dims == ("chain", "draw", "y_dim_0")
+    assert idata.log_likelihood["y"].dims == ("chain", "draw", "schools")
     assert idata.posterior_predictive["y"].shape == (2, 100, 8)
     assert idata.sample_stats["diverging"].shape == (2, 100)
     y, sigma = torch.tensor(schools.data["y"]), torch.tensor(schools.data["sigma"])
@@ -232,7 +232,7 @@ def test_gaussian_mixture_log_likelihood_sums_out_assignments(gmm_nuts):
     idata = to_arviz(gmm_nuts, posterior_predictive=False)
     got = idata.log_likelihood["obs"].values
     assert got.shape == (1, 100, 120)
-    assert idata.observed_data["obs"].dims == ("obs_dim_0", "obs_dim_1")
+    assert idata.observed_data["obs"].dims == ("observation", "feature")
     draws = gmm_nuts.flat_posterior()
     np.testing.assert_allclose(got[0], _np(model.log_likelihood(data, draws)), rtol=1e-5, atol=1e-5)
     # independently: log sum_k w_k N(x_i; mu_k, Lambda_k^-1)
@@ -259,7 +259,7 @@ def test_plain_mixture_pointwise_log_likelihood_sums_out_z(mixture_nuts, mixture
 def test_plain_mixture_to_arviz_log_likelihood_group(mixture_nuts, mixture):
     idata = to_arviz(mixture_nuts, posterior_predictive=False)
     ll = idata.log_likelihood["x"]
-    assert ll.dims == ("chain", "draw", "x_dim_0")
+    assert ll.dims == ("chain", "draw", "data")
     np.testing.assert_allclose(ll.values, _np(_mixture_log_likelihood(mixture_nuts, mixture)), rtol=1e-5, atol=1e-5)
 
 
@@ -270,7 +270,7 @@ def test_a_mis_shaped_log_likelihood_is_refused():
         posterior_predictive=lambda: {"y": torch.zeros(1, 4, 3)},
         data=torch.zeros(3),
         program=types.SimpleNamespace(generative=types.SimpleNamespace(observed_site="y"),
-                                      model=None, observed={"y": None}),
+                                      model=None, observed={}, latent={}, deterministic={}, kwargs={}),
         method=types.SimpleNamespace(name="nuts"))
     with pytest.raises(ModelError, match="'y' has shape \\(2, 3\\)"):
         to_arviz(fake)

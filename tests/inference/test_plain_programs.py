@@ -52,7 +52,7 @@ def test_eight_schools_nuts_matches_posteriordb(float64, shared_data):
     for name in ["mu", "tau"] + [f"theta[{j}]" for j in range(8)]:
         site, index = (name, None) if "[" not in name else ("theta", int(name[6]))
         ours = draws[site] if index is None else draws[site][:, index]
-        sel = {} if index is None else {"theta_dim_0": index}
+        sel = {} if index is None else {"J": index}
         ref = reference[name]
         # Reference: 10,000 near-independent draws, its own MC error is small but counted.
         ref_mcse = ref.std() / math.sqrt(ref.numel())

@@ -203,6 +203,15 @@ class BayesianNetwork(BayesNetIOMixin, BayesNetQueryMixin, BayesNetLearningMixin
         edges = sum(len(p) for p in self.parents.values())
         return f"name={self.name!r}, variables={len(self.variables)}, edges={edges}"
 
+    def arviz_dims(self):
+        """Each CPT over its parents' states and its own (dimensions named after the
+        variables); the data over ``observation`` and ``variable``."""
+        return {self.observed_site: ["observation", "variable"],
+                **{f"cpt_{v}": [*self.parents[v], v] for v in self.variables}}
+
+    def arviz_coords(self):
+        return {"variable": list(self.variables), **{v: list(self.states[v]) for v in self.variables}}
+
     def global_sites(self):
         return tuple(f"cpt_{v}" for v in self.variables)
 

@@ -90,6 +90,9 @@ class _LinearGaussian(GenerativeModel):
                 "weight_scale": float(self.prior_weight_scale),
                 "noise_scale": float(self.prior_noise_scale)}
 
+    def arviz_dims(self):
+        return {**super().arviz_dims(), "loc": ["feature"], "weight": ["feature", "latent"], "noise": ["feature"]}
+
     def global_sites(self):
         return ("loc", "weight", "noise")
 

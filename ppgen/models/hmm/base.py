@@ -61,6 +61,7 @@ class HiddenMarkovModel(SequenceDataMixin, BaumWelchMixin, GenerativeModel):
     step_shape: tuple = ()
     step_support = constraints.real
     emission_sites: tuple = ()
+    emission_dims: dict = {}  # the emission sites' dimension names for ArviZ, by concept
     #: data are stored as integers (symbols) rather than in the model's float dtype.
     integer_data = False
 
@@ -82,6 +83,12 @@ class HiddenMarkovModel(SequenceDataMixin, BaumWelchMixin, GenerativeModel):
         return {"n_states": self.n_states,
                 "initial_concentration": float(self.initial_concentration),
                 "transition_concentration": float(self.transition_concentration)}
+
+    def arviz_dims(self):
+        """``state`` and ``next_state`` for the chain's parameters, ``sequence``, ``time`` and
+        ``feature`` for the data; each family names its emission parameters."""
+        return {self.observed_site: ["sequence", "time", "feature"], "initial": ["state"],
+                "transition": ["state", "next_state"], **self.emission_dims}
 
     def global_sites(self):
         return ("initial", "transition") + tuple(self.emission_sites)

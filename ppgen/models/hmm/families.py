@@ -39,6 +39,7 @@ class CategoricalHMM(HiddenMarkovModel):
 
     integer_data = True
     emission_sites = ("emission",)
+    emission_dims = {"emission": ["state", "symbol"]}
 
     def __init__(self, n_states: int, n_symbols: int, *, emission_concentration: float = 1.0,
                  **kwargs: Any) -> None:
@@ -106,6 +107,7 @@ class GaussianHMM(HiddenMarkovModel):
     """
 
     emission_sites = ("locs", "precision")
+    emission_dims = {"locs": ["state", "feature"], "precision": ["state", "feature", "feature_bis"]}
 
     def __init__(self, n_states: int, dim: int, covariance: str = "diag", *, loc_mean: float = 0.0,
                  loc_scale: float = 100.0, precision_df: float | None = None, precision_rate: float = 1e-3,
@@ -240,6 +242,7 @@ class PoissonHMM(HiddenMarkovModel):
 
     step_support = constraints.nonnegative_integer
     emission_sites = ("rates",)
+    emission_dims = {"rates": ["state"]}
 
     def __init__(self, n_states: int, *, rate_shape: float = 1.0, rate_rate: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(n_states, **kwargs)
@@ -297,6 +300,7 @@ class BernoulliHMM(HiddenMarkovModel):
 
     step_support = constraints.boolean
     emission_sites = ("probs",)
+    emission_dims = {"probs": ["state", "feature"]}
 
     def __init__(self, n_states: int, dim: int, *, prob_concentration1: float = 1.0,
                  prob_concentration0: float = 1.0, **kwargs: Any) -> None:

@@ -91,6 +91,10 @@ class GaussianMixture(GenerativeModel):
                 "precision_df": float(self.precision_df),
                 "precision_rate": float(self.precision_rate)}
 
+    def arviz_dims(self):
+        return {**super().arviz_dims(), "weights": ["component"], "locs": ["component", "feature"],
+                "precision": ["component", "feature", "feature_bis"]}
+
     def global_sites(self):
         return ("weights", "locs", "precision")
 
