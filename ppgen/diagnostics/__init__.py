@@ -21,11 +21,13 @@ from .distances import energy_distance, median_bandwidth, mmd, sliced_wasserstei
 from .features import frechet_distance, gaussian_frechet_distance, load_feature_network
 from .images import image_grid, latent_plot, reconstruction_grid
 from .plots import plot_loss, plot_ppc, plot_samples, plot_trace, save_figure
+from .psis import ImportanceDiagnostic, psis_khat
 from .quality import ModeCoverage, mode_coverage
 from .summary import compare, loo, summary
 
 __all__ = ["from_dicts", "to_arviz", "summary", "loo", "compare", "plot_loss", "plot_trace",
            "plot_samples", "plot_ppc", "save_figure", "dataset_log_likelihood", "LogLikelihood",
            "bits_per_dim", "image_grid", "reconstruction_grid", "latent_plot", "mode_coverage",
-           "ModeCoverage", "mmd", "median_bandwidth", "energy_distance", "sliced_wasserstein",
+           "ModeCoverage",
+           "psis_khat", "ImportanceDiagnostic", "mmd", "median_bandwidth", "energy_distance", "sliced_wasserstein",
            "frechet_distance", "gaussian_frechet_distance", "load_feature_network"]

@@ -133,6 +133,46 @@ def compare(datasets, ic="loo"):
     return az.compare(datasets)
 
 
+def approximate_loo(data, log_p, log_q, var_name=None):
+    """PSIS-LOO of draws from an approximation ``q`` (Magnusson et al. 2019): ArviZ 1.x's
+    ``loo_approximate_posterior``; on ArviZ 0.23, which lacks it, the same computation
+    (:func:`~ppgen.diagnostics.psis.corrected_loo`) as ArviZ 0.23's ``ELPDData``.
+
+    Parameters
+    ----------
+    data : ArviZ data with a ``log_likelihood`` group (one chain of the draws of ``q``)
+    log_p, log_q : ndarray ``(chain, draw)``
+        The model's log joint density and the approximation's at each draw.
+    var_name : str, optional
+        The log-likelihood variable (needed with several).
+    """
+    az = _arviz()
+    if arviz_major() >= 1:
+        return az.loo_approximate_posterior(data, log_p, log_q, pointwise=True, var_name=var_name)
+    import numpy as np
+    import xarray as xr
+    from arviz.stats.stats_utils import ELPDData
+
+    from .psis import corrected_loo
+
+    group = data.log_likelihood
+    values = group[var_name if var_name is not None else list(group.data_vars)[0]]
+    num = values.sizes["chain"] * values.sizes["draw"]
+    points = values.stack(__sample__=("chain", "draw")).transpose("__sample__", ...)
+    pointwise_dims = points.dims[1:]
+    flat = points.values.reshape(num, -1)
+    elpd, khat, p = corrected_loo(flat, log_p, log_q)
+    shape = points.shape[1:]
+    coords = {d: values.coords[d] for d in pointwise_dims if d in values.coords}
+    loo_i = xr.DataArray(elpd.reshape(shape), dims=pointwise_dims, coords=coords)
+    pareto_k = xr.DataArray(khat.reshape(shape), dims=pointwise_dims, coords=coords)
+    good_k = min(1 - 1 / np.log10(num), 0.7)
+    return ELPDData(data=[float(elpd.sum()), float(np.sqrt(elpd.size * elpd.var())), float(p.sum()), num,
+                          elpd.size, bool((khat > good_k).any()), loo_i, pareto_k, "log", good_k],
+                    index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i",
+                           "pareto_k", "scale", "good_k"])
+
+
 def _figure_of(result):
     """The matplotlib Figure behind what an ArviZ plot returned."""
     import numpy as np

@@ -17,8 +17,9 @@ ArviZ's own converters name them:
     ``fit.log_prior()``: each latent site's prior log density at each draw (for ArviZ's
     prior-sensitivity checks, ``psense_summary`` / ``psens``).
 ``posterior_predictive``, ``prior``, ``prior_predictive``
-    one replicate of the data per posterior draw; with ``prior=...``, draws of the
-    latent sites and of the data from the program's prior.
+    one replicate of the data per posterior draw (with the deterministic sites, as
+    Predictive gives them); with ``prior=...``, draws of the latent sites and of the
+    data from the program's prior.
 ``observed_data``, ``constant_data``
     the data each observed site saw, and the program's other tensor inputs by keyword.
 
@@ -201,6 +202,8 @@ def arviz_dicts(fit, *, posterior_predictive=True, log_likelihood=True, log_prio
         out["log_prior"] = _numpy_dict(fit.log_prior()) or None
     if posterior_predictive and observed:
         predictive = observed_entries(fit.program, fit.posterior_predictive(), lead=2)
+        # the deterministic sites too, as Pyro's and NumPyro's Predictive return them
+        predictive.update({k: v for k, v in fit.posterior.items() if k in fit.program.deterministic})
         out["posterior_predictive"] = _numpy_dict(predictive) or None
     if prior is not False and prior is not None:
         if not (prior is True or (isinstance(prior, int) and prior > 0)):

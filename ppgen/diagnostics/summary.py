@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import warnings
 
 from ..errors import MethodError, ModelError
-from . import arviz_io, elpd
+from . import arviz_io, elpd, psis
 from .convert import fit_name, to_arviz
+
+log = logging.getLogger("ppgen")
 
 
 def summary(fit, **kwargs):
@@ -21,7 +25,10 @@ def summary(fit, **kwargs):
     Returns
     -------
     pandas.DataFrame
-        One row per scalar posterior quantity: mean, sd, HDI, MCSE, ESS, R-hat.
+        One row per scalar posterior quantity: mean, sd, HDI, MCSE, ESS, R-hat. For a fit
+        drawn from a guide (SVI), ``attrs["psis"]`` holds :func:`~ppgen.diagnostics.psis_khat`
+        of the guide, logged, and a warning naming the guide is given when its Pareto
+        :math:`\\hat k` exceeds 0.7 (the draws are then not to be trusted as posterior draws).
     """
     import arviz as az
 
@@ -31,8 +38,17 @@ def summary(fit, **kwargs):
                           "(its fit is a point estimate of its weights); see fit.losses, fit.params and "
                           "model.log_prob")
     with without_numba():
-        return az.summary(to_arviz(fit, posterior_predictive=False, log_likelihood=False, log_prior=False),
-                          **kwargs)
+        table = az.summary(to_arviz(fit, posterior_predictive=False, log_likelihood=False, log_prior=False),
+                           **kwargs)
+    if psis.approximation_densities(fit) is not None:
+        diagnostic = table.attrs["psis"] = psis.psis_khat(fit)
+        log.info("%s, %s: %s", fit_name(fit), psis.guide_name(fit), diagnostic)
+        if not diagnostic.reliable:
+            warnings.warn(f"{fit_name(fit)}, {psis.guide_name(fit)}: Pareto k of p/q = {diagnostic.khat:.2f} > "
+                          f"{psis.KHAT_THRESHOLD} (importance ESS {diagnostic.ess:.0f} of {diagnostic.num_draws}): "
+                          "the guide is a poor approximation of this posterior and its draws are not posterior "
+                          "draws; try guide='mvn' or 'flow', or NUTS", UserWarning, stacklevel=2)
+    return table
 
 
 @contextlib.contextmanager
@@ -82,7 +98,10 @@ def loo(fit, var_name=None):
     -------
     arviz.ELPDData
         ``elpd_loo`` (nats), ``p_loo``, ``se``, and pointwise values with the
-        Pareto ``k`` diagnostics (``pointwise=True``).
+        Pareto ``k`` diagnostics (``pointwise=True``). For a fit drawn from a guide (SVI),
+        corrected for the draws coming from the guide rather than the posterior
+        (Magnusson et al. 2019; :func:`~ppgen.diagnostics.psis.corrected_loo`), the same
+        figure on ArviZ 0.23 and 1.x.
 
     Raises
     ------
@@ -97,6 +116,9 @@ def loo(fit, var_name=None):
                          "(one draw); compare it by K-fold cross-validation or held-out data: "
                          "compare(fits, folds=...) or compare(fits, heldout=...)")
     data, _ = _log_likelihood_data(fit, fit_name(fit), var_name)
+    densities = psis.approximation_densities(fit)
+    if densities is not None:
+        return arviz_io.approximate_loo(data, *densities, var_name=var_name)
     return az.loo(data, pointwise=True, var_name=var_name)
 
 
@@ -148,6 +170,8 @@ def compare(fits, ic="loo", var_name=None, *, heldout=None, folds=5, seed=0):
             elif elpd.has_draws(fit):
                 try:
                     estimates[name] = elpd.from_loo(loo(fit, var_name))
+                    if psis.approximation_densities(fit) is not None:
+                        estimates[name].estimator = "psis-loo (q-corrected)"
                 except ModelError:
                     raise
                 except (IndexError, ValueError) as exc:  # ArviZ's own failures, named
@@ -159,14 +183,20 @@ def compare(fits, ic="loo", var_name=None, *, heldout=None, folds=5, seed=0):
     for name, fit in fits.items():
         datasets[name], site_shapes = _log_likelihood_data(fit, f"fit {name!r}", var_name)
         shapes[name] = sorted(site_shapes.values())
+        if psis.approximation_densities(fit) is not None:  # drawn from a guide: corrected LOO
+            datasets[name] = loo(fit, var_name)
     first = next(iter(shapes))
     for name, shape in shapes.items():
         if shape != shapes[first]:
             raise ModelError(f"compare: fit {name!r} saw observed data of shape "
                              f"{_show(shape)} but fit {first!r} saw {_show(shapes[first])}; "
                              "models can only be compared on the same data")
+    if ic != "loo" and any(not hasattr(d, "groups") for d in datasets.values()):
+        raise ModelError(f"compare: ic={ic!r} cannot correct for draws from a guide; compare SVI fits with "
+                         "ic='loo' (PSIS-LOO with the approximate-posterior correction)")
     result = arviz_io.compare(datasets, ic=ic)
-    result["estimator"] = f"psis-{ic}" if ic == "loo" else ic
+    result["estimator"] = [("psis-loo (q-corrected)" if not hasattr(datasets[name], "groups") else
+                            f"psis-{ic}" if ic == "loo" else ic) for name in result.index]
     return result
 
 

@@ -314,7 +314,9 @@ def evaluate_validation(objective, validation_kwargs, params, state, method):
 
 def guide_draws(program, guide, num_samples):
     """``num_samples`` joint draws of the continuous latent sites from the guide, and the
-    fitted values of a plain program's own ``pyro.param`` sites.
+    fitted values of a plain program's own ``pyro.param`` sites; with the guide's log
+    density :math:`\\log q(\\theta_s)` of each draw (``(num_samples,)``; None where there is
+    nothing drawn).
 
     For a ``GenerativeModel`` only its global sites are drawn: per-datum latents
     (a VAE's codes) belong to the amortised guide, not to the posterior kept.
@@ -322,28 +324,50 @@ def guide_draws(program, guide, num_samples):
     names = [s.name for s in program.continuous_sites]
     if program.generative is not None:
         names = [n for n in names if n in set(program.generative.global_sites())]
-    draws = {k: v.detach() for k, v in _latent_draws(program, guide, num_samples, names).items()} if names else {}
+    draws, log_q = _latent_draws(program, guide, num_samples, names) if names else ({}, None)
+    draws = {k: v.detach() for k, v in draws.items()}
     # A plain program's own pyro.param sites: the fitted point, the same in every draw
     # (a program with no latent sites: one draw, the point).
     count = num_samples if draws else 1
     for name in program.model_params:
         value = pyro.param(name).detach()
         draws[name] = value.expand((count,) + value.shape).clone()
-    return draws
+    return draws, log_q
+
+
+def _guide_log_density(trace, draw_dim=None):
+    """:math:`\\log q` of the values a guide trace drew, summed over every site and every
+    dimension but the draws' (``draw_dim``, counted from the right of each site's batch)."""
+    total = 0.0
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        log_prob = site["fn"].log_prob(site["value"])
+        if draw_dim is None:
+            total = total + log_prob.sum()
+            continue
+        axis = log_prob.dim() - draw_dim
+        total = total + (log_prob.sum([d for d in range(log_prob.dim()) if d != axis]) if axis >= 0
+                         else log_prob.sum())
+    return total
 
 
 def _latent_draws(program, guide, num_samples, names):
     draws = {name: [] for name in names}
     with torch.no_grad(), poutine.block():
         try:
-            with pyro.plate("_ppgen_draws", num_samples, dim=-(program.max_plate_nesting + 1)):
+            nesting = program.max_plate_nesting + 1
+            with pyro.plate("_ppgen_draws", num_samples, dim=-nesting):
                 trace = poutine.trace(guide).get_trace(**program.kwargs)
-            return {n: trace.nodes[n]["value"].reshape((num_samples,) + program.latent[n].shape)
-                    for n in names}
+            values = {n: trace.nodes[n]["value"].reshape((num_samples,) + program.latent[n].shape) for n in names}
+            log_q = torch.as_tensor(_guide_log_density(trace, nesting)).expand(num_samples).clone()
+            return values, log_q
         except (RuntimeError, ValueError, KeyError, IndexError, NotImplementedError) as exc:
             log.debug("vectorised guide draws failed (%s); drawing one at a time", exc)
+        log_q = []
         for _ in range(num_samples):
             trace = poutine.trace(guide).get_trace(**program.kwargs)
             for n in names:
                 draws[n].append(trace.nodes[n]["value"].reshape(program.latent[n].shape))
-    return {n: torch.stack(v) for n, v in draws.items()}
+            log_q.append(_guide_log_density(trace))
+    return {n: torch.stack(v) for n, v in draws.items()}, torch.stack([torch.as_tensor(v) for v in log_q])

@@ -117,11 +117,13 @@ class SVI(Method):
                       fingerprint=self.fingerprint(program, context.seed), validation_kwargs=context.validation,
                       init_values=start_values(program),
                       parallel=DataParallel(context.seed) if context.distributed else None)
-        draws = guide_draws(program, out["guide"], self.num_posterior_samples)
+        draws, log_q = guide_draws(program, out["guide"], self.num_posterior_samples)
         params = _guide_point(out["guide"], program, draws, self.name == "map")
         write_back(program, params)
+        # log q of each draw: with the model's log p, the importance weights that judge the guide
+        stats = {"log_q": log_q.unsqueeze(0)} if log_q is not None and self.name != "map" else {}
         return Fit(program=program, method=self, seed=context.seed,
-                   posterior={k: v.unsqueeze(0) for k, v in draws.items()}, params=params,
+                   posterior={k: v.unsqueeze(0) for k, v in draws.items()}, params=params, sample_stats=stats,
                    losses=out["losses"], timings={"fit": out["seconds"]},
                    extras={"val_losses": out["val_losses"], "guide": out["guide"]})
 
