@@ -14,7 +14,7 @@ import torch
 from pyro.infer import config_enumerate
 
 import ppgen
-from ppgen.diagnostics import arviz_io, loo, psis_khat, to_arviz
+from ppgen.diagnostics import arviz_io, loo, psis_khat
 from ppgen.diagnostics.psis import corrected_loo, pareto_smooth
 from ppgen.errors import DataError, ModelError
 from ppgen.inference import NUTS, SVI
