@@ -167,9 +167,11 @@ class GenerativeModel(PyroModule):
 
     def arviz_dims(self) -> dict[str, list[str]]:
         """Dimension names by concept for ArviZ, ``{site: [name, ...]}`` after chain and draw:
-        here the observed site's (``observation``, then ``feature``); each family adds its
-        global sites' (``component``, ``state``, ...). A list longer than a site's rank is cut."""
-        return {self.observed_site: ["observation", "feature"]}
+        here the observed site's (``observation``, then ``feature``, or ``channel``, ``height``
+        and ``width`` for images); each family adds its global sites' (``component``,
+        ``state``, ...). A list longer than a site's rank is cut."""
+        image = len(getattr(self, "event_shape", ())) == 3
+        return {self.observed_site: ["observation", *(("channel", "height", "width") if image else ("feature",))]}
 
     def arviz_coords(self) -> dict[str, list]:
         """Coordinates for ArviZ by dimension name: ``feature`` (and ``feature_bis``, the second

@@ -7,6 +7,7 @@ import torch
 
 import ppgen
 from ppgen import registry
+from ppgen.diagnostics import arviz_io
 from ppgen.inference import HMC, MAP, NUTS, SVI, Adversarial, ContrastiveDivergence, Exact
 
 TINY = {"svi": SVI(num_steps=20, num_posterior_samples=20),
@@ -43,8 +44,12 @@ def _run_protocol(name, tmp_path, device="cpu"):
         assert logp.shape == (data.shape[0],) and bool(torch.isfinite(logp).all())
     fit = fits[cls.methods[0]]
     idata = fit.to_arviz()
-    assert ("posterior" in idata.groups()) != point_estimate
-    assert ("log_likelihood" in idata.groups()) == has_density
+    groups = arviz_io.group_names(idata)
+    assert ("posterior" in groups) != point_estimate
+    assert ("log_likelihood" in groups) == has_density
+    for group in set(groups) & {"posterior", "observed_data", "posterior_predictive", "log_likelihood"}:
+        for name, value in idata[group].data_vars.items():  # dimensions named by concept
+            assert not any("_dim_" in d for d in value.dims), (group, name, value.dims)
     assert fit.sample(4).shape[0] == 4
     if has_density:
         assert bool(torch.isfinite(fit.log_prob(data[:3])).all())

@@ -109,6 +109,14 @@ def from_dicts(posterior, *, sample_stats=None, log_likelihood=None, log_prior=N
     return xarray.DataTree.from_dict(datasets)
 
 
+def group_names(data):
+    """The names of the groups of ArviZ data (``InferenceData.groups()`` on ArviZ 0.x, the
+    children of the ``DataTree`` on 1.x)."""
+    if arviz_major() < 1:
+        return list(data.groups())
+    return list(data.children)
+
+
 def _variable_dims(name, rank, listed):
     listed = list(listed or [])[:rank]
     return listed + [f"{name}_dim_{i}" for i in range(len(listed), rank)]
