@@ -62,6 +62,8 @@ def load(path: str | os.PathLike, model: Any = None) -> Fit:
             generative.load_state_dict(state, strict=False)
         except RuntimeError as exc:
             raise CheckpointError(f"{path}: the saved weights do not fit the model: {str(exc)[:300]}") from None
+        names = meta.get("feature_names_in")  # a DataFrame's columns: ArviZ's feature coordinates
+        generative.feature_names_in_ = [str(n) for n in names] if isinstance(names, list) else None
         program = Program(model=generative.model, kwargs=dict(payload["data"]), generative=generative)
         program.analyse(at=generative.point.as_dict())
     else:

@@ -291,6 +291,7 @@ class Fit:
             "version": VERSION, "method": self.method.name, "method_config": self.method.config(),
             "model_class": type(generative).__name__ if generative is not None else None,
             "model_config": generative.get_config() if generative is not None else None,
+            "feature_names_in": getattr(generative, "feature_names_in_", None),
             "program": None if generative is not None else getattr(self.program.model, "__name__", None),
             "losses": self.losses, "val_losses": self.val_losses, "timings": self.timings,
             "log_evidence": self.log_evidence, "seed": self.seed,

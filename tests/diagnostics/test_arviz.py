@@ -148,7 +148,7 @@ def test_summary_table(normal_nuts):
 # ------------------------------------------------------------------ SVI
 def test_svi_groups(normal_svi):
     idata = normal_svi.to_arviz()  # Fit.to_arviz delegates to ppgen.diagnostics
-    assert "sample_stats" not in idata.groups()
+    assert set(idata.sample_stats.data_vars) == {"log_p", "log_q"}  # the guide's and the model's densities
     assert idata.posterior["mean"].shape == (1, 1000)
     assert idata.log_likelihood["obs"].shape == (1, 1000, 50)
     assert idata.posterior_predictive["obs"].shape == (1, 1000, 50)

@@ -191,7 +191,7 @@ def test_dims_override_and_coords_are_checked(schools_fit):
         schools_fit.to_arviz(prior=-1)
 
 
-def test_families_name_dimensions_by_concept_and_label_them_from_the_data():
+def test_families_name_dimensions_by_concept_and_label_them_from_the_data(tmp_path):
     frame = ppgen.datasets.load("faithful")
     fit = ppgen.fit(ppgen.models.GaussianMixture(2, 2), frame, SVI(num_steps=20, num_posterior_samples=10),
                     seed=0, progress=False)
@@ -200,6 +200,8 @@ def test_families_name_dimensions_by_concept_and_label_them_from_the_data():
     assert idata.posterior["precision"].dims == ("chain", "draw", "component", "feature", "feature_bis")
     assert idata.observed_data["obs"].dims == ("observation", "feature")
     assert list(idata.posterior["locs"].coords["feature"].values) == list(frame.columns)
+    loaded = ppgen.load(fit.save(tmp_path / "gmm.pt"))  # the labels are kept with the fit
+    assert list(loaded.to_arviz().posterior["locs"].coords["feature"].values) == list(frame.columns)
 
 
 def test_progress_follows_the_fit(capsys):
