@@ -38,13 +38,35 @@ def reference(name):
         for k, v in mcmc.get_samples().items():
             samples.setdefault(k, []).append(v.detach().numpy())
     out = {"seconds": time.perf_counter() - start, "sites": {}}
-    for site, chains in samples.items():
-        draws = np.stack(chains)  # (chains, draws, ...)
+    samples = canonical(name, {k: np.stack(v) for k, v in samples.items()})
+    for site, draws in samples.items():  # (chains, draws, ...)
         flat = draws.reshape(draws.shape[:2] + (-1,))
         ess = np.array([float(az.ess(flat[..., i], method="bulk")) for i in range(flat.shape[-1])])
         out["sites"][site] = {"shape": list(draws.shape[2:]), "mean": flat.mean((0, 1)).tolist(),
                               "sd": flat.std((0, 1)).tolist(),
                               "mcse": (flat.std((0, 1)) / np.sqrt(ess)).tolist()}
+    return out
+
+
+#: Programs whose components are exchangeable (a posterior mode per labelling of them): the
+#: site whose first coordinate orders the components in every draw, and each site's
+#: component axis (after chain and draw).
+LABELLED_BY = {"mixture_vindex": ("locs", {"weights": 0, "locs": 0})}
+
+
+def canonical(name, draws):
+    """``draws`` (``(chain, draw, ...)`` arrays or tensors) with each draw's components put in
+    one order, so that posteriors found in different labellings compare (the identity for
+    programs with identifiable components)."""
+    if name not in LABELLED_BY:
+        return draws
+    key, axes = LABELLED_BY[name]
+    order = np.argsort(np.asarray(draws[key])[..., 0], axis=-1)  # (chain, draw, K)
+    out = dict(draws)
+    for site, axis in axes.items():
+        value = np.asarray(draws[site])
+        index = order.reshape(order.shape + (1,) * (value.ndim - 3 - axis))
+        out[site] = np.take_along_axis(value, np.broadcast_to(index, value.shape), axis=2 + axis)
     return out
 
 
