@@ -81,8 +81,8 @@ def _log_likelihood_by_elbo(program, values):
     joint = -elbo.loss(model, lambda **kwargs: None, **program.kwargs)
     trace = poutine.trace(poutine.condition(program.model, data=values)).get_trace(**program.kwargs)
     # each latent's density under its mask, as the joint counts it (obs_mask's y_unobserved)
-    prior = sum(scale_and_mask(trace.nodes[n]["fn"].log_prob(trace.nodes[n]["value"]), mask=trace.nodes[n]["mask"]).sum()
-                for n in values)
+    sites = [trace.nodes[n] for n in values]
+    prior = sum(scale_and_mask(s["fn"].log_prob(s["value"]), mask=s["mask"]).sum() for s in sites)
     return joint - prior
 
 
