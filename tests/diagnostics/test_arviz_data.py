@@ -356,3 +356,37 @@ def test_arviz_plots_take_a_ppgen_fit_with_its_coordinates(schools_fit):
         az.plot_ppc_dist(idata, num_samples=20, backend="matplotlib")
         az.plot_prior_posterior(idata, var_names=["mu", "tau"], backend="matplotlib")
     plt.close("all")
+
+
+def test_a_bayesian_network_names_tables_by_its_variables_and_states():
+    model, data = ppgen.registry.model_class("BayesianNetwork").example(seed=0)
+    fit = ppgen.fit(model, data, SVI(num_steps=5, num_posterior_samples=10), seed=0, progress=False)
+    idata = fit.to_arviz(posterior_predictive=False)
+    child = next(v for v in model.variables if model.parents[v])
+    table = idata.posterior[f"cpt_{child}"]
+    assert table.dims == ("chain", "draw", *model.parents[child], child)
+    assert list(table.coords[child].values) == list(model.states[child])
+    assert list(idata.observed_data["obs"].coords["variable"].values) == list(model.variables)
+
+
+def test_corrected_loo_is_arviz_1s_loo_approximate_posterior():
+    """ppgen computes the corrected LOO itself on ArviZ 0.23; on ArviZ 1.x, where ArviZ has it,
+    the two agree to rounding (so ``loo`` gives the same figure on both lines)."""
+    rng = np.random.default_rng(5)
+    log_likelihood = rng.normal(size=(1000, 6)) * 1.5 - 2
+    log_q = rng.normal(size=1000)
+    log_p = log_q + 0.7 * rng.standard_t(4, size=1000)
+    elpd, khat, p = corrected_loo(log_likelihood, log_p, log_q)
+    if arviz_io.arviz_major() < 1:
+        data = arviz_io.from_dicts({"a": rng.normal(size=(1, 1000))}, log_likelihood={"y": log_likelihood[None]})
+        result = arviz_io.approximate_loo(data, log_p[None], log_q[None])
+        np.testing.assert_allclose(result["loo_i"].values, elpd)
+        assert result["p_loo"] == pytest.approx(p.sum())
+        return
+    data = arviz_io.from_dicts({"a": rng.normal(size=(1, 1000))}, log_likelihood={"y": log_likelihood[None]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = arviz_io._arviz().loo_approximate_posterior(data, log_p[None], log_q[None], pointwise=True)
+    np.testing.assert_allclose(np.asarray(theirs.elpd_i), elpd, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(theirs.pareto_k), khat, rtol=1e-12)
+    assert theirs.p == pytest.approx(p.sum())
