@@ -220,9 +220,39 @@ def run_svi(program, method, *, seed, progress, fingerprint, validation_kwargs=N
                 params[name].copy_(value)
     if parallel is not None:
         parallel.agree_on_randomness(program.kwargs["data"].device)  # the guide draws that follow agree
+    improving = None if state["stopped_early"] else still_improving(state["losses"])
+    if improving is not None:
+        log.warning("%s: the loss was still falling over the last quarter of the %d steps (by %.3g, %.1f standard "
+                    "errors): the fit has not converged; raise num_steps", desc, len(state["losses"]),
+                    improving[0], improving[0] / max(improving[1], 1e-300))
     return {"guide": guide, "losses": state["losses"], "val_losses": state["val_losses"],
             "stopped_early": state["stopped_early"], "elbo": type(elbo).__name__,
-            "seconds": time.perf_counter() - start}
+            "converged": improving is None, "seconds": time.perf_counter() - start}
+
+
+def step_size_factor(step, num_steps, start, decay):
+    """The step size at ``step`` over ``lr``: 1 until ``start``, then geometric down to
+    ``decay`` at ``num_steps``. A final phase of shrinking steps lets the noisy iterates of
+    single-sample Adam settle on the optimum (benchmarks/RESULTS.md, "SVI's default")."""
+    if step <= start or decay == 1:
+        return 1.0
+    return decay ** (min(step - start, num_steps - start) / max(num_steps - start, 1))
+
+
+def still_improving(losses, window=0.25):
+    """``(improvement, standard error)`` of the mean loss over the last ``window`` of the
+    steps against the ``window`` before it, when the loss is still falling there by more
+    than three standard errors and by more than 0.05 (nats: a change that moves a posterior's
+    moments) or one part in 10^4 of the loss; else None (converged, or too short)."""
+    n = int(len(losses) * window)
+    if n < 5:
+        return None
+    last, before = torch.tensor(losses[-n:], dtype=torch.float64), torch.tensor(losses[-2 * n:-n], dtype=torch.float64)
+    drop = float(before.mean() - last.mean())
+    se = float((before.var() / n + last.var() / n).sqrt())
+    if drop > 3 * se and drop > max(0.05, 1e-4 * abs(float(last.mean()))):
+        return drop, se
+    return None
 
 
 class SVITrainer:
@@ -234,8 +264,9 @@ class SVITrainer:
         self.objective, self.params, self.method = objective, params, method
         self.values = list(params.values())
         self.optimizer = torch.optim.Adam(self.values, lr=method.lr)
-        gamma = method.lr_decay ** (1.0 / max(method.num_steps, 1))
-        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma)
+        start = int(method.decay_start * method.num_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: step_size_factor(step, method.num_steps, start, method.lr_decay))
         self.own_state = generative if isinstance(generative, TrainingState) else None
         self.validation_kwargs, self.parallel = validation_kwargs, parallel
         self.held_out = parallel.held_out(objective) if parallel is not None else objective

@@ -40,8 +40,12 @@ class SVI(Method):
         The autoguide when the model has no natural guide (AutoNormal,
         AutoMultivariateNormal, AutoDelta, or ppgen's normalizing-flow guide
         :class:`~ppgen.inference.guides.AutoFlow`), or a guide program.
-    lr, lr_decay : float
-        Adam's learning rate, decayed geometrically to ``lr * lr_decay`` at the end.
+    lr, lr_decay, decay_start : float
+        Adam's learning rate: ``lr`` for the first ``decay_start`` of the steps, then
+        decayed geometrically to ``lr * lr_decay`` at the last step (a final low-noise
+        phase: the last iterate of constant-rate single-sample Adam scatters around the
+        optimum; ``lr_decay=1`` keeps the rate constant). A run whose loss is still falling
+        over its last quarter is logged as not converged (``fit.extras["converged"]``).
     clip_norm : float, optional
         Clip the gradient's global norm.
     elbo : {"trace", "enum", "meanfield", "graph", "iwae", "renyi"}, optional
@@ -74,7 +78,8 @@ class SVI(Method):
     num_steps: int = 1000
     guide: Union[str, Callable] = "normal"
     lr: float = 0.01
-    lr_decay: float = 1.0
+    lr_decay: float = 0.01
+    decay_start: float = 0.5
     clip_norm: float | None = None
     elbo: str | None = None
     num_particles: int = 1
@@ -107,6 +112,8 @@ class SVI(Method):
             raise MethodError(f"{owner}(lr={self.lr!r}) must be positive")
         if not (0 < self.lr_decay <= 1):
             raise MethodError(f"{owner}(lr_decay={self.lr_decay!r}) must be in (0, 1]")
+        if not (0 <= self.decay_start < 1):
+            raise MethodError(f"{owner}(decay_start={self.decay_start!r}) must be in [0, 1)")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise MethodError(f"{owner}(clip_norm={self.clip_norm!r}) must be positive")
         if isinstance(self.validation, float) and not 0 < self.validation < 1:
@@ -125,7 +132,7 @@ class SVI(Method):
         return Fit(program=program, method=self, seed=context.seed,
                    posterior={k: v.unsqueeze(0) for k, v in draws.items()}, params=params, sample_stats=stats,
                    losses=out["losses"], timings={"fit": out["seconds"]},
-                   extras={"val_losses": out["val_losses"], "guide": out["guide"]})
+                   extras={"val_losses": out["val_losses"], "guide": out["guide"], "converged": out["converged"]})
 
 
 @dataclass(frozen=True)
@@ -180,7 +187,8 @@ class MAP(SVI):
             params = program.generative.point_params()
             posterior = {k: v.detach().clone()[None, None] for k, v in params.items()}
             return Fit(program=program, method=self, seed=context.seed, posterior=posterior, params=params,
-                       losses=solved["loss"], timings={"fit": solved["seconds"]})
+                       losses=solved["loss"], timings={"fit": solved["seconds"]},
+                       extras={"converged": solved.get("converged")})
         if self.solver == "em":
             owner = type(program.generative).__name__ if program.generative is not None else "a plain program"
             raise MethodError(f"MAP(solver='em'): {owner} has no EM solver; use solver='gradient'")
