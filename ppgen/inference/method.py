@@ -104,11 +104,15 @@ class Method:
         that matter, the data's shapes, the seed): a checkpoint resumes only the same run,
         so replicate runs with different seeds never resume one another."""
         generative = program.generative
+        config = self.config()
+        # The length of a run is not part of it (a finished run can be extended), unless its
+        # step size decays towards its last step: then the schedule itself depends on it.
+        unfingerprinted = [k for k in UNFINGERPRINTED if not (k == "num_steps" and config.get("lr_decay", 1) != 1)]
         described = {
             "model": (type(generative).__name__ if generative is not None
                       else getattr(program.model, "__qualname__", "program")),
             "config": generative.get_config() if generative is not None else None,
-            "method": {k: v for k, v in self.config().items() if k not in UNFINGERPRINTED},
+            "method": {k: v for k, v in config.items() if k not in unfingerprinted},
             "data": {k: list(v.shape) for k, v in program.kwargs.items() if isinstance(v, torch.Tensor)},
             "seed": seed,
         }

@@ -16,13 +16,15 @@ from ppgen.inference import SVI
 from ppgen.models import ConjugateNormal
 torch.set_default_dtype(torch.float64)
 data = torch.linspace(-1, 3, 30)
-ppgen.fit(ConjugateNormal(), data, SVI(num_steps=200000, lr=0.01, checkpoint=sys.argv[1],
+ppgen.fit(ConjugateNormal(), data, SVI(num_steps=200000, lr=0.01, lr_decay=1.0, checkpoint=sys.argv[1],
           checkpoint_every=25), seed=0, progress=False)
 """
 
 
+# A constant rate (lr_decay=1): the runs here are extended beyond the steps they were
+# started with, which a schedule that decays towards the last step does not allow.
 def _method(path, steps):
-    return SVI(num_steps=steps, lr=0.01, checkpoint=str(path), checkpoint_every=25)
+    return SVI(num_steps=steps, lr=0.01, lr_decay=1.0, checkpoint=str(path), checkpoint_every=25)
 
 
 @pytest.mark.parametrize("how", ["kill", "interrupt"])
@@ -37,7 +39,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(float64, tmp_path, 
     data = torch.linspace(-1, 3, 30)
     resumed = ppgen.fit(ConjugateNormal(), data, _method(path, total), seed=0, progress=False)
     assert len(resumed.losses) == total
-    straight = ppgen.fit(ConjugateNormal(), data, SVI(num_steps=total, lr=0.01), seed=0,
+    straight = ppgen.fit(ConjugateNormal(), data, SVI(num_steps=total, lr=0.01, lr_decay=1.0), seed=0,
                          progress=False)
     assert resumed.losses == straight.losses
     for key in straight.params:
@@ -51,7 +53,7 @@ def test_minibatch_run_resumes_to_the_same_result(tmp_path):
 
     def run(steps, checkpoint):
         model = ppgen.models.VAE.example(seed=0)[0]
-        method = SVI(num_steps=steps, lr=0.01, batch_size=24, checkpoint=checkpoint, checkpoint_every=5)
+        method = SVI(num_steps=steps, lr=0.01, lr_decay=1.0, batch_size=24, checkpoint=checkpoint, checkpoint_every=5)
         fit = ppgen.fit(model, data, method, seed=3, progress=False)
         return model, fit
 
@@ -85,7 +87,7 @@ def test_a_checkpoint_of_another_seed_is_not_resumed(tmp_path):
     with pytest.raises(ppgen.PpgenError, match="different run"):
         ppgen.fit(ConjugateNormal(), data, _method(path, 100), seed=1, progress=False)
     resumed = ppgen.fit(ConjugateNormal(), data, _method(path, 100), seed=0, progress=False)
-    straight = ppgen.fit(ConjugateNormal(), data, SVI(num_steps=100, lr=0.01), seed=0, progress=False)
+    straight = ppgen.fit(ConjugateNormal(), data, SVI(num_steps=100, lr=0.01, lr_decay=1.0), seed=0, progress=False)
     assert resumed.losses == straight.losses
 
 
@@ -95,7 +97,7 @@ from ppgen.inference import MAP
 from ppgen.models import GaussianMixture
 torch.set_num_threads(1)
 model, data = GaussianMixture.example(seed=0)
-ppgen.fit(model, data, MAP(solver="gradient", num_steps=10**7, lr=0.01, checkpoint=sys.argv[1],
+ppgen.fit(model, data, MAP(solver="gradient", num_steps=10**7, lr=0.01, lr_decay=1.0, checkpoint=sys.argv[1],
           checkpoint_every=20), seed=2, progress=False)
 """
 
@@ -113,10 +115,25 @@ def test_gradient_map_resumes_after_kill_or_ctrl_c(tmp_path, how):
 
     def run(checkpoint):
         model, data = GaussianMixture.example(seed=0)
-        return ppgen.fit(model, data, MAP(solver="gradient", num_steps=total, lr=0.01, checkpoint=checkpoint,
+        return ppgen.fit(model, data, MAP(solver="gradient", num_steps=total, lr=0.01, lr_decay=1.0, checkpoint=checkpoint,
                                           checkpoint_every=20), seed=2, progress=False)
 
     resumed, straight = run(str(path)), run(None)
     assert resumed.losses == straight.losses and len(resumed.losses) == total
     for key in straight.params:
         assert torch.equal(resumed.params[key], straight.params[key]), key
+
+
+def test_a_decaying_schedule_resumes_only_the_same_length(tmp_path):
+    """SVI's default step size decays towards its last step: a run of another length is
+    another run, never resumed into; the same length resumes (here: a finished run) to the
+    uninterrupted result."""
+    data = torch.linspace(-1, 3, 30)
+    path = tmp_path / "run.pt"
+    method = lambda steps: SVI(num_steps=steps, checkpoint=str(path), checkpoint_every=10)  # noqa: E731
+    ppgen.fit(ConjugateNormal(), data, method(40), seed=0, progress=False)
+    with pytest.raises(ppgen.PpgenError, match="different run"):
+        ppgen.fit(ConjugateNormal(), data, method(80), seed=0, progress=False)
+    resumed = ppgen.fit(ConjugateNormal(), data, method(40), seed=0, progress=False)
+    straight = ppgen.fit(ConjugateNormal(), data, SVI(num_steps=40), seed=0, progress=False)
+    assert resumed.losses == straight.losses

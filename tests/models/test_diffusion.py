@@ -304,7 +304,7 @@ def test_fit_on_the_true_bound_with_trace_elbo():
 
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path):
     x = two_moons(300, generator=torch.Generator().manual_seed(0))
-    method = dict(lr=1e-2, batch_size=64, checkpoint_every=10)
+    method = dict(lr=1e-2, lr_decay=1.0, batch_size=64, checkpoint_every=10)  # extended: a constant rate
     whole = DDPM(2, timesteps=10, hidden=(16,))
     full = ppgen.fit(whole, x, SVI(num_steps=40, **method), seed=3, progress=False)
     path = tmp_path / "ddpm.ckpt"
