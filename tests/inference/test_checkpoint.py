@@ -115,8 +115,8 @@ def test_gradient_map_resumes_after_kill_or_ctrl_c(tmp_path, how):
 
     def run(checkpoint):
         model, data = GaussianMixture.example(seed=0)
-        return ppgen.fit(model, data, MAP(solver="gradient", num_steps=total, lr=0.01, lr_decay=1.0, checkpoint=checkpoint,
-                                          checkpoint_every=20), seed=2, progress=False)
+        return ppgen.fit(model, data, MAP(solver="gradient", num_steps=total, lr=0.01, lr_decay=1.0,
+                                          checkpoint=checkpoint, checkpoint_every=20), seed=2, progress=False)
 
     resumed, straight = run(str(path)), run(None)
     assert resumed.losses == straight.losses and len(resumed.losses) == total
