@@ -59,11 +59,12 @@ def run_ppgen(x, y, seed, steps, **settings):
 def run_pyro(x, y, seed, steps):
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
-    guide = AutoMultivariateNormal(regression)
-    svi = PyroSVI(regression, guide, Adam({"lr": 0.01}), Trace_ELBO())
-    for _ in range(steps):
-        svi.step(x, y)
-    return guide.get_posterior(), None
+    with pyro.settings.context(module_local_params=False):  # Pyro's own default (ppgen sets it True)
+        guide = AutoMultivariateNormal(regression)
+        svi = PyroSVI(regression, guide, Adam({"lr": 0.01}), Trace_ELBO())
+        for _ in range(steps):
+            svi.step(x, y)
+        return guide.get_posterior(), None
 
 
 def main():

@@ -170,7 +170,7 @@ def test_demo_quick(capsys, tmp_path):
     families = ppgen.registry.families()
     for name in families:
         assert f"## {name}" in report, name
-    assert "Comparison (PSIS-LOO" in report and "elpd_loo" in report
+    assert "Comparison (PSIS-LOO" in report and "| elpd |" in report
     pngs = sorted(p.name for p in (out_dir / "plots").glob("*.png"))
     assert pngs and "GaussianMixture_nuts_samples.png" in pngs
     with open(out_dir / "tables" / "fits.csv", newline="") as handle:

@@ -29,12 +29,38 @@ from ..errors import ModelError
 
 @dataclass
 class Elpd:
-    """One fit's estimate: per-point values and how they were obtained."""
+    """One fit's estimate, with the same fields whichever ArviZ is installed.
+
+    Attributes
+    ----------
+    estimator : str
+        ``"psis-loo"``, ``"psis-loo (q-corrected)"``, ``"k-fold (K=...)"``, ``"held-out"``.
+    pointwise : ndarray
+        Per-datum estimates, nats.
+    p : float
+        Effective number of parameters (PSIS-LOO), else NaN.
+    warning : bool
+        A Pareto :math:`\\hat k` above ArviZ's threshold for this number of draws.
+    pareto_k : ndarray or None
+        Per-datum Pareto :math:`\\hat k` (PSIS-LOO).
+    n_samples : int or None
+        Draws used.
+    arviz : object
+        ArviZ's own result (``ELPDData``), for ArviZ's functions (``plot_khat``, ``compare``).
+    elpd, se : float
+        :math:`\\sum_i` of the pointwise values and its standard error. ArviZ 0.x's names
+        (``elpd_loo``, ``p_loo``, ``loo_i``) are read as these, by key or attribute.
+    """
 
     estimator: str
     pointwise: np.ndarray
     p: float = math.nan  # effective number of parameters (PSIS-LOO)
     warning: bool = False
+    pareto_k: np.ndarray | None = None
+    n_samples: int | None = None
+    arviz: object = None
+
+    ALIASES = {"elpd_loo": "elpd", "p_loo": "p", "loo_i": "pointwise", "elpd_i": "pointwise"}
 
     @property
     def elpd(self) -> float:
@@ -44,20 +70,38 @@ class Elpd:
     def se(self) -> float:
         return float(math.sqrt(self.pointwise.size * self.pointwise.var()))
 
+    @property
+    def n_data_points(self) -> int:
+        return int(self.pointwise.size)
+
+    def __getitem__(self, key):
+        return getattr(self, self.ALIASES.get(key, key))
+
+    def __getattr__(self, name):
+        if name in Elpd.ALIASES:
+            return getattr(self, Elpd.ALIASES[name])
+        raise AttributeError(name)
+
+    def __str__(self):
+        k = "" if self.pareto_k is None else f", Pareto k > 0.7: {int((self.pareto_k > 0.7).sum())}"
+        return (f"{self.estimator}: elpd {self.elpd:.2f} (se {self.se:.2f}), p {self.p:.2f}, "
+                f"{self.n_data_points} data points{k}")
+
 
 def has_draws(fit) -> bool:
     """Whether the fit has posterior draws to leave one out with (not a point estimate)."""
     return bool(fit.posterior) and fit.num_chains * fit.num_draws > 1
 
 
-def from_loo(result) -> Elpd:
-    """An ArviZ PSIS-LOO result (``loo(..., pointwise=True)``) as an :class:`Elpd`."""
+def from_loo(result, estimator="psis-loo") -> Elpd:
+    """An ArviZ PSIS-LOO result (``loo(..., pointwise=True)``, either ArviZ line) as an :class:`Elpd`."""
     pointwise = getattr(result, "loo_i", None)
     if pointwise is None:
         pointwise = result.elpd_i  # ArviZ >= 1
     p = getattr(result, "p_loo", None)
-    return Elpd("psis-loo", np.asarray(pointwise).reshape(-1),
-                float(p if p is not None else getattr(result, "p", math.nan)), bool(result.warning))
+    return Elpd(estimator, np.asarray(pointwise, dtype=float).reshape(-1),
+                float(p if p is not None else getattr(result, "p", math.nan)), bool(result.warning),
+                np.asarray(result.pareto_k, dtype=float).reshape(-1), int(result.n_samples), result)
 
 
 def k_fold(fit, label, folds=5, seed=0, var_name=None) -> Elpd:

@@ -25,7 +25,8 @@ def summary(fit, **kwargs):
     Returns
     -------
     pandas.DataFrame
-        One row per scalar posterior quantity: mean, sd, HDI, MCSE, ESS, R-hat. For a fit
+        One row per scalar posterior quantity: mean, sd, HDI, MCSE, ESS, R-hat; for a point
+        estimate (one draw: MAP) its value alone (:func:`point_summary`). For a fit
         drawn from a guide (SVI), ``attrs["psis"]`` holds :func:`~ppgen.diagnostics.psis_khat`
         of the guide, logged, and a warning naming the guide is given when its Pareto
         :math:`\\hat k` exceeds 0.7 (the draws are then not to be trusted as posterior draws).
@@ -37,6 +38,8 @@ def summary(fit, **kwargs):
         raise MethodError(f"summary: {model} fitted by {fit.method.name} has no posterior draws to summarise "
                           "(its fit is a point estimate of its weights); see fit.losses, fit.params and "
                           "model.log_prob")
+    if fit.num_chains * fit.num_draws == 1:
+        return point_summary(fit)
     with without_numba():
         table = az.summary(to_arviz(fit, posterior_predictive=False, log_likelihood=False, log_prior=False),
                            **kwargs)
@@ -48,6 +51,26 @@ def summary(fit, **kwargs):
                           f"{psis.KHAT_THRESHOLD} (importance ESS {diagnostic.ess:.0f} of {diagnostic.num_draws}): "
                           "the guide is a poor approximation of this posterior and its draws are not posterior "
                           "draws; try guide='mvn' or 'flow', or NUTS", UserWarning, stacklevel=2)
+    return table
+
+
+def point_summary(fit):
+    """A point estimate (MAP, one draw) summarised as the point it is: one row per scalar,
+    labelled as ArviZ labels them (``theta[0]``, ``locs[1, 0]``), one column ``value``; no
+    spread, ESS or R-hat, which one draw does not have."""
+    import numpy as np
+    import pandas as pd
+
+    rows = {}
+    for name, value in fit.posterior.items():
+        array = value.detach().cpu().numpy().reshape(value.shape[2:])
+        if array.ndim == 0:
+            rows[name] = float(array)
+            continue
+        for index in np.ndindex(array.shape):
+            rows[f"{name}[{', '.join(map(str, index))}]"] = float(array[index])
+    table = pd.DataFrame({"value": pd.Series(rows, dtype=float)})
+    table.attrs["kind"] = "point estimate"
     return table
 
 
@@ -69,8 +92,8 @@ def without_numba():
         numba.enable_numba()
 
 
-def _log_likelihood_data(fit, label, var_name=None):
-    """``(ArviZ data, {site: pointwise shape})`` of a fit, or a ModelError."""
+def _log_likelihood_data(fit, label, var_name=None, convert=True):
+    """``(ArviZ data or None, {site: pointwise shape})`` of a fit, or a ModelError."""
     values = fit.log_likelihood() if fit.posterior else {}
     if not values:
         raise ModelError(f"{label}: the fit has no log_likelihood group (no observed sites or no "
@@ -82,7 +105,7 @@ def _log_likelihood_data(fit, label, var_name=None):
         raise ModelError(f"{label}: the fit has several observed sites {sorted(values)}; "
                          "choose one with var_name=...")
     shapes = {k: tuple(v.shape[2:]) for k, v in values.items() if var_name in (None, k)}
-    return to_arviz(fit, posterior_predictive=False, log_prior=False), shapes
+    return (to_arviz(fit, posterior_predictive=False, log_prior=False) if convert else None), shapes
 
 
 def loo(fit, var_name=None):
@@ -96,12 +119,13 @@ def loo(fit, var_name=None):
 
     Returns
     -------
-    arviz.ELPDData
-        ``elpd_loo`` (nats), ``p_loo``, ``se``, and pointwise values with the
-        Pareto ``k`` diagnostics (``pointwise=True``). For a fit drawn from a guide (SVI),
-        corrected for the draws coming from the guide rather than the posterior
-        (Magnusson et al. 2019; :func:`~ppgen.diagnostics.psis.corrected_loo`), the same
-        figure on ArviZ 0.23 and 1.x.
+    ppgen.diagnostics.elpd.Elpd
+        ``elpd`` (nats), ``se``, ``p``, ``pointwise`` and ``pareto_k`` per datum,
+        ``warning``, ``n_samples``; the same fields on ArviZ 0.23 and 1.x (ArviZ 0.x's
+        ``elpd_loo``/``p_loo``/``loo_i`` read as these), ArviZ's own result in ``arviz``.
+        For a fit drawn from a guide (SVI), corrected for the draws coming from the guide
+        rather than the posterior (Magnusson et al. 2019;
+        :func:`~ppgen.diagnostics.psis.corrected_loo`), the same figure on both lines.
 
     Raises
     ------
@@ -118,14 +142,19 @@ def loo(fit, var_name=None):
     data, _ = _log_likelihood_data(fit, fit_name(fit), var_name)
     densities = psis.approximation_densities(fit)
     if densities is not None:
-        return arviz_io.approximate_loo(data, *densities, var_name=var_name)
-    return az.loo(data, pointwise=True, var_name=var_name)
+        return elpd.from_loo(arviz_io.approximate_loo(data, *densities, var_name=var_name), APPROXIMATE)
+    return elpd.from_loo(az.loo(data, pointwise=True, var_name=var_name))
+
+
+#: the estimator's name for LOO from draws of a guide, weighted by p/q
+APPROXIMATE = "psis-loo (q-corrected)"
 
 
 def compare(fits, ic="loo", var_name=None, *, heldout=None, folds=5, seed=0):
     """Rank fits of the same data by expected log predictive density, any families and methods.
 
-    Where every fit has posterior draws, this is ArviZ's PSIS-LOO comparison. Where some
+    Where every fit has posterior draws, this is a PSIS-LOO comparison (draws from a guide
+    weighted by p/q, :func:`loo`). Where some
     are point estimates (MAP, neural families), which PSIS-LOO cannot score, each fit is
     scored by the estimator it admits (:mod:`ppgen.diagnostics.elpd`): PSIS-LOO with
     draws, K-fold cross-validation (``folds`` refits of the model on the other folds)
@@ -147,9 +176,11 @@ def compare(fits, ic="loo", var_name=None, *, heldout=None, folds=5, seed=0):
     Returns
     -------
     pandas.DataFrame
-        Best model first (``rank`` 0), indexed by name, with an ``estimator`` column. Where
-        every fit has draws: ArviZ's comparison table. Otherwise :func:`~.elpd.table`'s:
-        ``elpd``, ``se``, ``elpd_diff``, ``dse``, ``p``, ``estimator``, ``warning``.
+        Best model first, indexed by name, the same columns on ArviZ 0.23 and 1.x
+        (:func:`~.elpd.table`): ``rank`` (0 best), ``elpd``, ``se``, ``elpd_diff`` (from the
+        best), ``dse`` (its standard error, from the paired pointwise differences), ``p``,
+        ``estimator``, ``warning``; where every fit has draws also ArviZ's stacking
+        ``weight``. (``ic="waic"``, ArviZ 0.x only: ArviZ's table, ``elpd``/``p`` renamed.)
 
     Raises
     ------
@@ -169,9 +200,7 @@ def compare(fits, ic="loo", var_name=None, *, heldout=None, folds=5, seed=0):
                 estimates[name] = elpd.held_out(fit, label, heldout, var_name)
             elif elpd.has_draws(fit):
                 try:
-                    estimates[name] = elpd.from_loo(loo(fit, var_name))
-                    if psis.approximation_densities(fit) is not None:
-                        estimates[name].estimator = "psis-loo (q-corrected)"
+                    estimates[name] = loo(fit, var_name)
                 except ModelError:
                     raise
                 except (IndexError, ValueError) as exc:  # ArviZ's own failures, named
@@ -179,25 +208,35 @@ def compare(fits, ic="loo", var_name=None, *, heldout=None, folds=5, seed=0):
             else:
                 estimates[name] = elpd.k_fold(fit, label, folds, seed, var_name)
         return elpd.table(estimates)
-    datasets, shapes = {}, {}
+    shapes = {}
     for name, fit in fits.items():
-        datasets[name], site_shapes = _log_likelihood_data(fit, f"fit {name!r}", var_name)
+        _, site_shapes = _log_likelihood_data(fit, f"fit {name!r}", var_name, convert=False)
         shapes[name] = sorted(site_shapes.values())
-        if psis.approximation_densities(fit) is not None:  # drawn from a guide: corrected LOO
-            datasets[name] = loo(fit, var_name)
     first = next(iter(shapes))
     for name, shape in shapes.items():
         if shape != shapes[first]:
             raise ModelError(f"compare: fit {name!r} saw observed data of shape "
                              f"{_show(shape)} but fit {first!r} saw {_show(shapes[first])}; "
                              "models can only be compared on the same data")
-    if ic != "loo" and any(not hasattr(d, "groups") for d in datasets.values()):
-        raise ModelError(f"compare: ic={ic!r} cannot correct for draws from a guide; compare SVI fits with "
-                         "ic='loo' (PSIS-LOO with the approximate-posterior correction)")
-    result = arviz_io.compare(datasets, ic=ic)
-    result["estimator"] = [("psis-loo (q-corrected)" if not hasattr(datasets[name], "groups") else
-                            f"psis-{ic}" if ic == "loo" else ic) for name in result.index]
-    return result
+    if ic != "loo":
+        if any(psis.approximation_densities(fit) is not None for fit in fits.values()):
+            raise ModelError(f"compare: ic={ic!r} cannot correct for draws from a guide; compare SVI fits "
+                             "with ic='loo' (PSIS-LOO with the approximate-posterior correction)")
+        datasets = {name: _log_likelihood_data(fit, f"fit {name!r}", var_name)[0] for name, fit in fits.items()}
+        return _renamed(arviz_io.compare(datasets, ic=ic), ic)
+    estimates = {name: loo(fit, var_name) for name, fit in fits.items()}
+    table = elpd.table(estimates)
+    # ArviZ's stacking weights, from the same per-fit results
+    weights = arviz_io.compare({name: e.arviz for name, e in estimates.items()})["weight"]
+    table.insert(table.columns.get_loc("p") + 1, "weight", [float(weights[name]) for name in table.index])
+    return table
+
+
+def _renamed(table, ic):
+    """ArviZ 0.x's WAIC table under ppgen's column names (``elpd``, ``p``)."""
+    table = table.rename(columns={f"elpd_{ic}": "elpd", f"p_{ic}": "p"})
+    table["estimator"] = ic
+    return table
 
 
 def _show(shapes):

@@ -107,7 +107,7 @@ def header(settings, quick, seed, seconds, records, problems, jobs=1):
         "(theta-hat: the MAP/guide median/posterior mean); *posterior predictive log p(x) per "
         "datum* is the mean over data of log (1/S) sum_s p(x_i | theta_s) over the fit's draws; "
         "both in nats, higher is better, on the training data. Models are compared by the "
-        "expected log predictive density from PSIS-LOO (`elpd_loo`, nats, on the whole data set).",
+        "expected log predictive density from PSIS-LOO (`elpd`, nats, on the whole data set).",
         "",
     ]
     if problems:
