@@ -13,7 +13,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import ppgen  # noqa: E402
-from ppgen.diagnostics import plot_loss, plot_ppc, plot_samples, plot_trace, save_figure  # noqa: E402
+from ppgen.diagnostics import arviz_io, plot_loss, plot_ppc, plot_samples, plot_trace, save_figure  # noqa: E402
 from ppgen.errors import DataError, ModelError  # noqa: E402
 from ppgen.inference import SVI  # noqa: E402
 from ppgen.models import ConjugateNormal  # noqa: E402
@@ -111,7 +111,11 @@ def test_plot_ppc(normal_nuts, tmp_path):
     assert isinstance(fig, Figure)
     _assert_png(save_figure(fig, tmp_path / "ppc.png"))
     fig, ax = plt.subplots()
-    assert plot_ppc(normal_nuts, ax=ax) is fig
+    if arviz_io.arviz_major() < 1:
+        assert plot_ppc(normal_nuts, ax=ax) is fig
+    else:  # ArviZ 1.x lays out its own figure: a given Axes is refused, clearly (not yet drawn by ppgen)
+        with pytest.raises(ValueError, match="ax=None"):
+            plot_ppc(normal_nuts, ax=ax)
     plt.close("all")
 
 

@@ -87,7 +87,6 @@ def test_exact_needs_parameters_for_continuous_sites(float64):
 
 
 def test_nuts_sums_out_assignments_without_divergences(float64):
-    import arviz as az
     model, x = GaussianMixture.example()
     model, x = model.double(), x.double()
     ppgen.fit(model, x, MAP(), seed=0)
