@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
+from ..errors import ModelError
+
 #: :math:`\hat k` above this: the importance weights (so the guide) are not to be trusted
 KHAT_THRESHOLD = 0.7
 
@@ -65,7 +67,8 @@ def pareto_smooth(log_ratios, r_eff: float = 1.0):
     n = log_ratios.size
     tail = int(math.floor(3 * math.sqrt(n / r_eff))) if n * r_eff > 225 else int(math.floor(n / 5))
     if tail < 5:
-        raise ValueError(f"Pareto smoothing needs at least 25 draws, got {n}")
+        raise ModelError(f"Pareto smoothing needs at least 25 draws, got {n}; draw more "
+                         "(SVI(num_posterior_samples=...))")
     x = log_ratios - log_ratios.max()
     order = np.argsort(x)
     tail_ids = order[n - tail:]
@@ -166,8 +169,6 @@ def psis_khat(fit) -> ImportanceDiagnostic:
     ImportanceDiagnostic
         ``khat``, ``ess``, ``num_draws``, ``reliable``.
     """
-    from ..errors import ModelError
-
     densities = approximation_densities(fit)
     if densities is None:
         raise ModelError(f"psis_khat: the fit ({fit.method.name}) was not drawn from a guide; the Pareto k of "

@@ -43,7 +43,7 @@ def summary(fit, **kwargs):
     with without_numba():
         table = az.summary(to_arviz(fit, posterior_predictive=False, log_likelihood=False, log_prior=False),
                            **kwargs)
-    if psis.approximation_densities(fit) is not None:
+    if psis.approximation_densities(fit) is not None and fit.num_draws >= 25:
         diagnostic = table.attrs["psis"] = psis.psis_khat(fit)
         log.info("%s, %s: %s", fit_name(fit), psis.guide_name(fit), diagnostic)
         if not diagnostic.reliable:

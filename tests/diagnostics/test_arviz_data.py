@@ -400,3 +400,10 @@ def test_a_map_fit_is_summarised_as_a_point(recwarn):
     assert table.loc["theta_trans[3]", "value"] == pytest.approx(float(fit.posterior["theta_trans"][0, 0, 3]))
     assert table.loc["mu", "value"] == pytest.approx(float(fit.params["mu"]))
     assert np.isfinite(table["value"]).all() and not recwarn.list
+
+
+def test_too_few_guide_draws_are_named_not_smoothed(recwarn):
+    fit = ppgen.fit(eight_schools, _schools(), SVI(num_steps=20, num_posterior_samples=10), seed=0, progress=False)
+    assert "psis" not in fit.summary().attrs  # nothing to judge the guide with: no figure
+    with pytest.raises(ModelError, match="at least 25 draws"):
+        psis_khat(fit)
