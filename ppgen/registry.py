@@ -8,6 +8,7 @@ the command line, the demo) reads it without importing a family itself.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from typing import Any, TypeVar
 
@@ -48,7 +49,18 @@ def families() -> dict[str, type[GenerativeModel]]:
 
 
 def table() -> list[dict[str, Any]]:
-    """One row per family: name, supported methods, what ``log_prob`` returns."""
+    """One row per family: name, supported methods, what ``log_prob`` returns, and the first
+    line of its docstring as plain text."""
     return [{"model": name, "methods": ", ".join(cls.methods), "log_prob": cls.log_prob_kind,
-             "summary": (cls.__doc__ or "").strip().splitlines()[0]}
+             "summary": plain_text((cls.__doc__ or "").strip().splitlines()[0])}
             for name, cls in sorted(_registered().items())]
+
+
+def plain_text(text: str) -> str:
+    """A docstring line without its reStructuredText and LaTeX markup, for a terminal:
+    ``:math:`\\Psi = \\mathrm{diag}(\\psi_1, \\dots)``` becomes ``Psi = diag(psi_1, ...)``,
+    double backquotes and roles go."""
+    text = re.sub(r":[a-z]+:`([^`]*)`", r"\1", text).replace("``", "")
+    text = re.sub(r"\\(?:mathrm|operatorname|text|mathbf)\{([^}]*)\}", r"\1", text)
+    text = text.replace("\\dots", "...").replace("\\ldots", "...")
+    return re.sub(r"\\([A-Za-z]+)", r"\1", text)

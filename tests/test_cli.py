@@ -33,6 +33,7 @@ def test_models_lists_families_and_methods(capsys):
     assert "svi, map, nuts, hmc, exact" in row and "exact" in row
     for name in ppgen.registry.families():
         assert any(line.startswith(name) for line in lines), name
+    assert ":math:" not in out and "``" not in out and "\\mathrm" not in out  # plain text, no markup
 
 
 def test_datasets_command(capsys):
