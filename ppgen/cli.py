@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from .errors import DataError, DatasetError, PpgenError
+from .errors import DataError, DatasetError, PpgenError, did_you_mean
 
 #: constructor arguments that take the number of data columns when not given
 DATA_WIDTHS = ("dim", "data_dim", "n_visible")
@@ -96,8 +96,8 @@ def load_table(spec, columns=None):
         return loaded if columns is None else datasets.select_columns(loaded, columns, spec)
     if os.path.exists(spec) or spec.lower().endswith(".csv") or os.sep in spec:
         return datasets.read_csv(spec, columns=columns)
-    raise DatasetError(f"unknown dataset {spec!r}: not an embedded dataset "
-                       f"({', '.join(datasets.names())}) nor a CSV file")
+    raise DatasetError(f"unknown dataset {spec!r}{did_you_mean(spec, datasets.names())}: not an embedded "
+                       f"dataset ({', '.join(datasets.names())}) nor a CSV file")
 
 
 def build_model(cls, params, n_columns):
@@ -108,7 +108,8 @@ def build_model(cls, params, n_columns):
                 if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     unknown = sorted(set(params) - set(accepted))
     if unknown:
-        raise UsageError(f"{cls.__name__} has no parameter(s) {', '.join(unknown)}; "
+        hints = "".join(did_you_mean(name, accepted) for name in unknown)
+        raise UsageError(f"{cls.__name__} has no parameter(s) {', '.join(unknown)}{hints}; "
                          f"it takes {', '.join(accepted) or 'none'}")
     params = dict(params)
     for width in DATA_WIDTHS:

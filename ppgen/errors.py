@@ -28,3 +28,14 @@ class CheckpointError(PpgenError, ValueError):
 
 class DatasetError(PpgenError, ValueError):
     """An unknown dataset name or an unreadable data file."""
+
+
+def did_you_mean(name: object, choices) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to a misspelled ``name``
+    (case-insensitive, difflib's ratio at least 0.6), else ``""``."""
+    import difflib
+
+    choices = [str(c) for c in choices]
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=1)
+    return f" (did you mean {lowered[close[0]]!r}?)" if close else ""

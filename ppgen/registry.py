@@ -12,7 +12,7 @@ import re
 import sys
 from typing import Any, TypeVar
 
-from .errors import ModelError
+from .errors import ModelError, did_you_mean
 from .model import GenerativeModel
 
 _FAMILIES: dict[str, type[GenerativeModel]] = {}
@@ -40,7 +40,8 @@ def model_class(name: str) -> type[GenerativeModel]:
     for key, cls in _FAMILIES.items():
         if key.lower() == str(name).lower():
             return cls
-    raise ModelError(f"unknown model {name!r}; registered: {', '.join(sorted(_FAMILIES))}")
+    raise ModelError(f"unknown model {name!r}{did_you_mean(name, _FAMILIES)}; registered: "
+                     f"{', '.join(sorted(_FAMILIES))}")
 
 
 def families() -> dict[str, type[GenerativeModel]]:

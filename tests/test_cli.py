@@ -266,3 +266,15 @@ def test_summary_of_a_fit_without_draws_says_so():
     fit = ppgen.fit(model, data, SVI(num_steps=2), progress=False)
     with pytest.raises(ppgen.MethodError, match="RealNVP fitted by svi has no posterior draws to summarise"):
         fit.summary()
+
+
+def test_misspelled_names_get_a_suggestion(capsys):
+    code, _, err = run(capsys, "fit", "GausianMixture", "--data", "faithful", "--method", "map", "--out", "x")
+    assert code == 2 and "did you mean 'GaussianMixture'?" in err
+    code, _, err = run(capsys, "fit", "GaussianMixture", "--data", "faithfull", "--method", "map", "--out", "x")
+    assert code == 2 and "did you mean 'faithful'?" in err
+    code, _, err = run(capsys, "fit", "GaussianMixture", "--data", "faithful", "--param", "n_component=2",
+                       "--method", "map", "--out", "x")
+    assert code == 2 and "did you mean 'n_components'?" in err
+    with pytest.raises(ppgen.ModelError, match="unknown model 'zzz'; registered"):  # nothing close: no guess
+        ppgen.registry.model_class("zzz")

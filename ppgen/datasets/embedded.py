@@ -8,7 +8,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, did_you_mean
 from .images import load_digits
 from .tables import read_csv
 
@@ -34,7 +34,8 @@ def names():
 def _check_name(name):
     key = str(name).lower()
     if key not in _EMBEDDED:
-        raise DatasetError(f"unknown dataset {name!r}; embedded datasets: {', '.join(names())}")
+        raise DatasetError(f"unknown dataset {name!r}{did_you_mean(name, names())}; embedded datasets: "
+                           f"{', '.join(names())}")
     return key
 
 
