@@ -140,12 +140,17 @@ def corrected_loo(log_likelihood, log_p, log_q):
     return elpd, khat, p
 
 
+def drawn_from_guide(fit) -> bool:
+    """Whether the fit's draws come from a guide (SVI: it kept their ``log_q``)."""
+    return "log_q" in (fit.sample_stats or {})
+
+
 def approximation_densities(fit):
     """``(log_p, log_q)`` of a fit drawn from a guide, each ``(chain, draw)`` numpy, or None
     for a fit that was not (MCMC draws, a MAP point)."""
-    log_q = (fit.sample_stats or {}).get("log_q")
-    if log_q is None:
+    if not drawn_from_guide(fit):
         return None
+    log_q = fit.sample_stats["log_q"]
     log_p = fit.log_joint()
     return np.asarray(log_p.detach().cpu().double()), np.asarray(log_q.detach().cpu().double())
 

@@ -43,7 +43,7 @@ def summary(fit, **kwargs):
     with without_numba():
         table = az.summary(to_arviz(fit, posterior_predictive=False, log_likelihood=False, log_prior=False),
                            **kwargs)
-    if psis.approximation_densities(fit) is not None and fit.num_draws >= 25:
+    if psis.drawn_from_guide(fit) and fit.num_draws >= 25:
         diagnostic = table.attrs["psis"] = psis.psis_khat(fit)
         log.info("%s, %s: %s", fit_name(fit), psis.guide_name(fit), diagnostic)
         if not diagnostic.reliable:
@@ -219,7 +219,7 @@ def compare(fits, ic="loo", var_name=None, *, heldout=None, folds=5, seed=0):
                              f"{_show(shape)} but fit {first!r} saw {_show(shapes[first])}; "
                              "models can only be compared on the same data")
     if ic != "loo":
-        if any(psis.approximation_densities(fit) is not None for fit in fits.values()):
+        if any(psis.drawn_from_guide(fit) for fit in fits.values()):
             raise ModelError(f"compare: ic={ic!r} cannot correct for draws from a guide; compare SVI fits "
                              "with ic='loo' (PSIS-LOO with the approximate-posterior correction)")
         datasets = {name: _log_likelihood_data(fit, f"fit {name!r}", var_name)[0] for name, fit in fits.items()}
